@@ -1,0 +1,78 @@
+"""Streaming video post-processing: upsampling, RLE, video-level top-k (SPEC §3 "video score")."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from pycocotools import mask as mask_utils
+
+from local2global.modeling.postprocess import VideoPostprocessor, encode_binary_masks, upsample_mask_logits
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_encode_binary_masks_roundtrip_and_empty_is_none():
+    g = torch.Generator().manual_seed(0)
+    masks = torch.rand(3, 7, 9, generator=g) > 0.5
+    masks[1] = False
+    rles = encode_binary_masks(masks)
+    assert rles[1] is None
+    for i in (0, 2):
+        assert isinstance(rles[i]["counts"], str) and rles[i]["size"] == [7, 9]
+        np.testing.assert_array_equal(mask_utils.decode(rles[i]).astype(bool), masks[i].numpy())
+
+
+def test_upsample_crops_padding_before_resizing():
+    # Logits on a 4x6 grid of a padded 16x24 input whose image part is 12x16; original frame 24x32.
+    logits = torch.zeros(1, 4, 6)
+    logits[0, :, 4:] = 100.0  # only in the padded columns
+    up = upsample_mask_logits(logits, (16, 24), (12, 16), (24, 32))
+    assert up.shape == (1, 24, 32)
+    # The padded columns (x >= 16 of the padded input) are cropped away before resizing:
+    # the resized mask must be positive at most near the right border (bilinear bleed), never on the left half.
+    assert (up[0, :, :16] > 0).sum() == 0
+    expected = F.interpolate(F.interpolate(logits[None], (16, 24), mode="bilinear", align_corners=False)
+                             [:, :, :12, :16], (24, 32), mode="bilinear", align_corners=False)[0]
+    torch.testing.assert_close(up, expected)
+
+
+def test_video_topk_uses_mean_probability_over_frames_and_chunking_is_invisible():
+    n, c, h, w = 4, 3, 4, 4
+    logits = [torch.full((n, c), -10.0) for _ in range(3)]
+    # slot 2 class 1 scores 0.9 on every frame; slot 0 class 0 is 0.99 on one frame only (mean 0.33 + 2*~0).
+    for fr in logits:
+        fr[2, 1] = torch.logit(torch.tensor(0.9))
+    logits[0][0, 0] = torch.logit(torch.tensor(0.99))
+    g = torch.Generator().manual_seed(1)
+    masks = [torch.randn(n, h, w, generator=g) for _ in range(3)]
+    results = []
+    for chunk in (1, 32):
+        pp = VideoPostprocessor(test_topk=2, chunk_size=chunk)
+        for lg, mk in zip(logits, masks):
+            pp.update(lg, mk, (16, 16), (16, 16), (8, 8))
+        results.append(pp.finalize(video_id=5, image_size=(8, 8)))
+    a, b = results
+    assert a == b  # chunk size does not change anything
+    assert a["video_id"] == 5 and a["labels"][0] == 1 and a["labels"][1] == 0
+    assert a["scores"][0] == pytest.approx(0.9, abs=1e-6)
+    assert a["scores"][1] == pytest.approx((0.99 + 2 * torch.sigmoid(torch.tensor(-10.0)).item()) / 3, abs=1e-6)
+    # Segmentations of slot 2 are the thresholded upsampled masks of slot 2, frame by frame.
+    assert len(a["segmentations"]) == 2 and len(a["segmentations"][0]) == 3
+    for t in range(3):
+        up = upsample_mask_logits(masks[t][2:3], (16, 16), (16, 16), (8, 8))[0] > 0
+        rle = a["segmentations"][0][t]
+        got = np.zeros((8, 8), bool) if rle is None else mask_utils.decode(rle).astype(bool)
+        np.testing.assert_array_equal(got, up.numpy())
+
+
+def test_frame_instances_threshold_and_shape_errors():
+    pp = VideoPostprocessor(frame_score_threshold=0.5)
+    logits = torch.tensor([[2.0, -2.0], [-3.0, -1.0], [0.1, 0.0]])
+    probs, masks = pp.update(logits, torch.randn(3, 4, 4), (16, 16), (16, 16), (8, 8), keep_frame_masks=True)
+    inst = pp.frame_instances(0, probs, masks, torch.rand(3, 4))
+    assert inst.track_ids.tolist() == [0, 2]  # sigmoid(2)=0.88, sigmoid(0.1)=0.52 >= 0.5; slot 1 max is 0.27
+    assert inst.labels.tolist() == [0, 0] and inst.masks.shape == (2, 8, 8)
+    with pytest.raises(ValueError, match="slots x classes"):
+        pp.update(torch.zeros(4, 2), torch.randn(4, 4, 4), (16, 16), (16, 16), (8, 8))
+    with pytest.raises(RuntimeError):
+        VideoPostprocessor().finalize(1, (8, 8))

@@ -1,0 +1,375 @@
+"""Multi-scale deformable attention (Deformable DETR), parameter-compatible with detrex.
+
+The layer :class:`MultiScaleDeformableAttention` has detrex's parameter names, shapes and initialisation
+(``sampling_offsets``, ``attention_weights``, ``value_proj``, ``output_proj``), so detrex MaskDINO
+checkpoints load unchanged. The sampling itself is one of three interchangeable implementations of the
+same function:
+
+* :func:`multi_scale_deformable_attn_pytorch` -- the reference: per level one bilinear ``grid_sample``
+  (zero padding, ``align_corners=False``), then the attention-weighted sum. It is the oracle for every other
+  path (tests compare against it) and is what detrex runs without its compiled extension.
+* :func:`multi_scale_deformable_attn_fast` -- the same function with a cheaper memory layout (see its
+  docstring); pure PyTorch, differentiable, device-agnostic.
+* a compiled kernel (detrex's ``detrex._C`` through ``MultiScaleDeformableAttnFunction``, or mmcv's), used
+  for CUDA tensors when one is importable; silently skipped when none is (and always on CPU).
+
+Which one runs is decided at call time by :func:`get_implementation`: the module-level setting
+(:func:`set_implementation`) or, when unset, the environment variable ``L2G_MSDA_IMPL``:
+
+* ``"auto"`` (default): compiled kernel for CUDA tensors if available, else ``DEFAULT_PYTORCH_IMPL``;
+* ``"reference"``: always the reference function (forces the oracle path everywhere);
+* ``"fast"``: always the fast pure-PyTorch function;
+* ``"compiled"``: the compiled kernel (raises if none is importable or the tensors are not on CUDA).
+
+The layer always computes in float32: autocast is disabled inside and inputs/weights are cast to float32,
+so the result is float32 even under ``torch.autocast(dtype=bfloat16)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from typing import Callable, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "MultiScaleDeformableAttention",
+    "multi_scale_deformable_attn_pytorch",
+    "multi_scale_deformable_attn_fast",
+    "multi_scale_deformable_attn",
+    "get_compiled_kernel",
+    "register_compiled_kernel",
+    "set_implementation",
+    "get_implementation",
+    "IMPLEMENTATIONS",
+    "ENV_VAR",
+]
+
+logger = logging.getLogger(__name__)
+
+ENV_VAR = "L2G_MSDA_IMPL"
+IMPLEMENTATIONS = ("auto", "reference", "fast", "compiled")
+# The pure-PyTorch path used by "auto" when no compiled kernel applies. Chosen by measurement
+# (benchmarks/ms_deform_attn numbers are in the module docstring of multi_scale_deformable_attn_fast).
+DEFAULT_PYTORCH_IMPL = "reference"
+
+_implementation: Optional[str] = None  # module-level override; None -> environment variable / "auto"
+
+SpatialShapes = Union[Tensor, Sequence[Tuple[int, int]]]
+
+
+def set_implementation(name: Optional[str]) -> None:
+    """Select the sampling implementation for all layers (``None`` restores the env-var/default behaviour).
+
+    Args:
+        name: one of :data:`IMPLEMENTATIONS` or ``None``.
+    """
+    global _implementation
+    if name is not None and name not in IMPLEMENTATIONS:
+        raise ValueError(f"unknown multi-scale deformable attention implementation {name!r}; "
+                         f"expected one of {IMPLEMENTATIONS}")
+    _implementation = name
+
+
+def get_implementation() -> str:
+    """The implementation name in effect (module setting, else ``$L2G_MSDA_IMPL``, else ``"auto"``)."""
+    if _implementation is not None:
+        return _implementation
+    name = os.environ.get(ENV_VAR, "auto").strip().lower() or "auto"
+    if name not in IMPLEMENTATIONS:
+        raise ValueError(f"environment variable {ENV_VAR}={name!r} is not one of {IMPLEMENTATIONS}")
+    return name
+
+
+def _shape_list(spatial_shapes: SpatialShapes) -> List[Tuple[int, int]]:
+    """``(L, 2)`` tensor or sequence of ``(h, w)`` -> list of python int pairs."""
+    if isinstance(spatial_shapes, Tensor):
+        return [(int(h), int(w)) for h, w in spatial_shapes.tolist()]
+    return [(int(h), int(w)) for h, w in spatial_shapes]
+
+
+def _check_inputs(value: Tensor, shapes: List[Tuple[int, int]], sampling_locations: Tensor,
+                  attention_weights: Tensor) -> None:
+    if value.dim() != 4:
+        raise ValueError(f"value must be (B, S, H, Dh), got shape {tuple(value.shape)}")
+    if sampling_locations.dim() != 6 or sampling_locations.shape[-1] != 2:
+        raise ValueError("sampling_locations must be (B, Nq, H, L, P, 2), got shape "
+                         f"{tuple(sampling_locations.shape)}")
+    total = sum(h * w for h, w in shapes)
+    if total != value.shape[1]:
+        raise ValueError(f"spatial_shapes {shapes} cover {total} tokens but value has {value.shape[1]}")
+    if sampling_locations.shape[3] != len(shapes):
+        raise ValueError(f"sampling_locations has {sampling_locations.shape[3]} levels but spatial_shapes "
+                         f"has {len(shapes)}")
+    if attention_weights.shape != sampling_locations.shape[:-1]:
+        raise ValueError(f"attention_weights shape {tuple(attention_weights.shape)} does not match "
+                         f"sampling_locations {tuple(sampling_locations.shape)} without the last dim")
+
+
+def multi_scale_deformable_attn_pytorch(value: Tensor, spatial_shapes: SpatialShapes,
+                                        sampling_locations: Tensor, attention_weights: Tensor) -> Tensor:
+    """Reference multi-scale deformable attention (bilinear ``grid_sample`` per level).
+
+    Sampling location ``(x, y)`` in ``[0, 1]`` (fraction of the level's width/height) reads pixel position
+    ``(x * W_l - 0.5, y * H_l - 0.5)`` with bilinear interpolation; neighbours outside the map are zero.
+
+    Args:
+        value: ``(B, S, H, Dh)`` per-head values of all levels, flattened row-major and concatenated.
+        spatial_shapes: ``(L, 2)`` ``(h_l, w_l)`` per level (tensor or sequence).
+        sampling_locations: ``(B, Nq, H, L, P, 2)`` normalised ``(x, y)``.
+        attention_weights: ``(B, Nq, H, L, P)`` (softmax-normalised over ``L*P`` by the caller).
+
+    Returns:
+        ``(B, Nq, H*Dh)`` heads concatenated along the channel dim.
+    """
+    shapes = _shape_list(spatial_shapes)
+    _check_inputs(value, shapes, sampling_locations, attention_weights)
+    batch, _, heads, head_dim = value.shape
+    _, num_query, _, num_levels, num_points, _ = sampling_locations.shape
+    grids = 2 * sampling_locations - 1
+    values = value.split([h * w for h, w in shapes], dim=1)
+    sampled = []
+    for lvl, (h, w) in enumerate(shapes):
+        # (B, h*w, H, Dh) -> (B*H, Dh, h, w)
+        v = values[lvl].permute(0, 2, 3, 1).reshape(batch * heads, head_dim, h, w)
+        # (B, Nq, H, P, 2) -> (B*H, Nq, P, 2)
+        g = grids[:, :, :, lvl].transpose(1, 2).reshape(batch * heads, num_query, num_points, 2)
+        # (B*H, Dh, Nq, P)
+        sampled.append(F.grid_sample(v, g, mode="bilinear", padding_mode="zeros", align_corners=False))
+    # (B*H, Dh, Nq, L*P)
+    stacked = torch.stack(sampled, dim=-2).flatten(-2)
+    weights = attention_weights.transpose(1, 2).reshape(batch * heads, 1, num_query, num_levels * num_points)
+    out = (stacked * weights).sum(-1).view(batch, heads * head_dim, num_query)
+    return out.transpose(1, 2).contiguous()
+
+
+def multi_scale_deformable_attn_fast(value: Tensor, spatial_shapes: SpatialShapes,
+                                     sampling_locations: Tensor, attention_weights: Tensor) -> Tensor:
+    """Same function as :func:`multi_scale_deformable_attn_pytorch` with a cheaper layout.
+
+    Placeholder: currently identical to the reference (the optimised formulation is selected only once it
+    is measured faster; see ``DEFAULT_PYTORCH_IMPL``).
+
+    Args/Returns: as :func:`multi_scale_deformable_attn_pytorch`.
+    """
+    return multi_scale_deformable_attn_pytorch(value, spatial_shapes, sampling_locations, attention_weights)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Compiled-kernel hook
+# ----------------------------------------------------------------------------------------------------------
+# A compiled kernel is any callable ``fn(value, spatial_shapes, level_start_index, sampling_locations,
+# attention_weights, im2col_step) -> (B, Nq, H*Dh)`` (the signature of detrex's / mmcv's
+# ``MultiScaleDeformableAttnFunction.apply``). It is looked up once, lazily; a failed import is not an error.
+_compiled_kernel: Optional[Callable[..., Tensor]] = None
+_compiled_lookup_done = False
+
+
+def register_compiled_kernel(fn: Optional[Callable[..., Tensor]]) -> None:
+    """Install (or with ``None`` remove) a compiled kernel with ``MultiScaleDeformableAttnFunction.apply``'s
+    signature ``fn(value, spatial_shapes, level_start_index, sampling_locations, attention_weights, im2col_step)``.
+    """
+    global _compiled_kernel, _compiled_lookup_done
+    _compiled_kernel = fn
+    _compiled_lookup_done = True
+
+
+def get_compiled_kernel() -> Optional[Callable[..., Tensor]]:
+    """The compiled CUDA kernel if one is importable (detrex's ``_C`` first, then mmcv's), else ``None``."""
+    global _compiled_kernel, _compiled_lookup_done
+    if _compiled_lookup_done:
+        return _compiled_kernel
+    _compiled_lookup_done = True
+    candidates = (
+        ("detrex.layers.multi_scale_deform_attn", "MultiScaleDeformableAttnFunction"),
+        ("mmcv.ops.multi_scale_deform_attn", "MultiScaleDeformableAttnFunction"),
+    )
+    for module_name, attr in candidates:
+        try:
+            module = __import__(module_name, fromlist=[attr])
+            function = getattr(module, attr)
+        except Exception as exc:  # ImportError, missing compiled extension, broken optional deps ...
+            logger.debug("compiled deformable-attention kernel %s.%s unavailable: %s", module_name, attr, exc)
+            continue
+        _compiled_kernel = function.apply
+        logger.info("using compiled multi-scale deformable attention kernel from %s", module_name)
+        return _compiled_kernel
+    return None
+
+
+def multi_scale_deformable_attn(value: Tensor, spatial_shapes: Tensor, level_start_index: Optional[Tensor],
+                                sampling_locations: Tensor, attention_weights: Tensor,
+                                im2col_step: int = 64) -> Tensor:
+    """Dispatch to the implementation selected by :func:`get_implementation` (shapes as the reference).
+
+    Args:
+        value: ``(B, S, H, Dh)``.
+        spatial_shapes: ``(L, 2)`` int64 tensor.
+        level_start_index: ``(L,)`` int64 (needed by compiled kernels only; derived when ``None``).
+        sampling_locations: ``(B, Nq, H, L, P, 2)``.
+        attention_weights: ``(B, Nq, H, L, P)``.
+        im2col_step: compiled-kernel batching step.
+
+    Returns:
+        ``(B, Nq, H*Dh)``.
+    """
+    name = get_implementation()
+    if name == "reference":
+        return multi_scale_deformable_attn_pytorch(value, spatial_shapes, sampling_locations, attention_weights)
+    if name == "fast":
+        return multi_scale_deformable_attn_fast(value, spatial_shapes, sampling_locations, attention_weights)
+    if name in ("auto", "compiled"):
+        kernel = get_compiled_kernel() if value.is_cuda else None
+        if kernel is not None:
+            if not isinstance(spatial_shapes, Tensor):
+                spatial_shapes = torch.as_tensor(spatial_shapes, dtype=torch.long, device=value.device)
+            if level_start_index is None:
+                sizes = spatial_shapes.prod(1)
+                level_start_index = torch.cat((sizes.new_zeros(1), sizes.cumsum(0)[:-1]))
+            return kernel(value.contiguous(), spatial_shapes, level_start_index,
+                          sampling_locations.contiguous(), attention_weights.contiguous(), im2col_step)
+        if name == "compiled":
+            raise RuntimeError("L2G_MSDA_IMPL='compiled' but no compiled deformable-attention kernel is "
+                               f"importable for a {value.device} tensor (install detrex's _C or mmcv)")
+    impl = multi_scale_deformable_attn_fast if DEFAULT_PYTORCH_IMPL == "fast" else multi_scale_deformable_attn_pytorch
+    return impl(value, spatial_shapes, sampling_locations, attention_weights)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The layer
+# ----------------------------------------------------------------------------------------------------------
+class MultiScaleDeformableAttention(nn.Module):
+    """Multi-scale deformable attention with detrex's parameters.
+
+    Args:
+        embed_dim: width ``D`` (divisible by ``num_heads``).
+        num_heads: heads ``H``.
+        num_levels: feature levels ``L``.
+        num_points: sampling points ``P`` per head and level.
+        dropout: dropout on the projected output (before the residual).
+        batch_first: inputs are ``(B, N, D)`` when True, ``(N, B, D)`` otherwise.
+        img2col_step: batching step of the compiled kernel (unused by the PyTorch paths).
+    """
+
+    def __init__(self, embed_dim: int = 256, num_heads: int = 8, num_levels: int = 4, num_points: int = 4,
+                 dropout: float = 0.0, batch_first: bool = True, img2col_step: int = 64):
+        super().__init__()
+        if embed_dim % num_heads != 0:
+            raise ValueError(f"embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads})")
+        head_dim = embed_dim // num_heads
+        if head_dim & (head_dim - 1) != 0:
+            logger.warning("MultiScaleDeformableAttention head dim %d is not a power of 2 (slower kernels)",
+                           head_dim)
+        self.embed_dim = embed_dim
+        self.num_heads = num_heads
+        self.num_levels = num_levels
+        self.num_points = num_points
+        self.batch_first = batch_first
+        self.im2col_step = img2col_step
+        self.dropout = nn.Dropout(dropout)
+        self.sampling_offsets = nn.Linear(embed_dim, num_heads * num_levels * num_points * 2)
+        self.attention_weights = nn.Linear(embed_dim, num_heads * num_levels * num_points)
+        self.value_proj = nn.Linear(embed_dim, embed_dim)
+        self.output_proj = nn.Linear(embed_dim, embed_dim)
+        self.init_weights()
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """detrex's initialisation: zero offset weights with a ring of per-head directions as bias (point i at
+        distance i+1), zero attention weights (uniform softmax), Xavier-uniform projections with zero bias."""
+        nn.init.zeros_(self.sampling_offsets.weight)
+        angles = torch.arange(self.num_heads, dtype=torch.float32) * (2.0 * math.pi / self.num_heads)
+        directions = torch.stack([angles.cos(), angles.sin()], dim=-1)
+        directions = directions / directions.abs().max(dim=-1, keepdim=True).values
+        grid = directions.view(self.num_heads, 1, 1, 2).repeat(1, self.num_levels, self.num_points, 1)
+        grid = grid * torch.arange(1, self.num_points + 1, dtype=torch.float32).view(1, 1, -1, 1)
+        self.sampling_offsets.bias.copy_(grid.reshape(-1))
+        nn.init.zeros_(self.attention_weights.weight)
+        nn.init.zeros_(self.attention_weights.bias)
+        nn.init.xavier_uniform_(self.value_proj.weight)
+        nn.init.zeros_(self.value_proj.bias)
+        nn.init.xavier_uniform_(self.output_proj.weight)
+        nn.init.zeros_(self.output_proj.bias)
+
+    @staticmethod
+    def _linear32(layer: nn.Linear, x: Tensor) -> Tensor:
+        return F.linear(x, layer.weight.float(), None if layer.bias is None else layer.bias.float())
+
+    def forward(self, query: Tensor, key: Optional[Tensor] = None, value: Optional[Tensor] = None,
+                identity: Optional[Tensor] = None, query_pos: Optional[Tensor] = None,
+                key_padding_mask: Optional[Tensor] = None, reference_points: Optional[Tensor] = None,
+                spatial_shapes: Optional[Tensor] = None, level_start_index: Optional[Tensor] = None,
+                **kwargs) -> Tensor:
+        """Attend from each query to ``P`` learned sampling points around its reference in every level.
+
+        Args:
+            query: ``(B, Nq, D)`` (``(Nq, B, D)`` if not ``batch_first``).
+            key: unused (API compatibility).
+            value: ``(B, S, D)`` flattened multi-scale features; defaults to ``query``.
+            identity: residual added to the output, shape of ``query``; defaults to ``query`` (without pos).
+            query_pos: positional embedding added to ``query`` before offsets/weights are predicted.
+            key_padding_mask: ``(B, S)`` bool, True = padded value token (its value is zeroed).
+            reference_points: ``(B, Nq, L, 2)`` normalised ``(x, y)`` points (offsets are divided by
+                ``(W_l, H_l)``) or ``(B, Nq, L, 4)`` normalised ``(cx, cy, w, h)`` boxes
+                (location = ``ref_xy + offset / P * ref_wh * 0.5``).
+            spatial_shapes: ``(L, 2)`` int64 ``(h_l, w_l)``.
+            level_start_index: ``(L,)`` int64 start of each level in ``S``.
+
+        Returns:
+            ``identity + dropout(output_proj(attn))``, float32, shaped like ``query``.
+        """
+        if reference_points is None or spatial_shapes is None:
+            raise ValueError("MultiScaleDeformableAttention needs reference_points and spatial_shapes")
+        if value is None:
+            value = query
+        if identity is None:
+            identity = query
+        with torch.autocast(device_type=query.device.type, enabled=False):
+            query = query.float()
+            if query_pos is not None:
+                query = query + query_pos.float()
+            value = value.float()
+            identity = identity.float()
+            reference_points = reference_points.float()
+            if not self.batch_first:
+                query = query.transpose(0, 1)
+                value = value.transpose(0, 1)
+            batch, num_query, _ = query.shape
+            _, num_value, _ = value.shape
+            if not isinstance(spatial_shapes, Tensor):
+                spatial_shapes = torch.as_tensor(spatial_shapes, dtype=torch.long, device=value.device)
+            if spatial_shapes.shape[0] != self.num_levels:
+                raise ValueError(f"spatial_shapes has {spatial_shapes.shape[0]} levels, layer expects "
+                                 f"num_levels={self.num_levels}")
+
+            value = self._linear32(self.value_proj, value)
+            if key_padding_mask is not None:
+                value = value.masked_fill(key_padding_mask[..., None], 0.0)
+            value = value.view(batch, num_value, self.num_heads, -1)
+            offsets = self._linear32(self.sampling_offsets, query).view(
+                batch, num_query, self.num_heads, self.num_levels, self.num_points, 2)
+            weights = self._linear32(self.attention_weights, query).view(
+                batch, num_query, self.num_heads, self.num_levels * self.num_points)
+            weights = weights.softmax(-1).view(batch, num_query, self.num_heads, self.num_levels, self.num_points)
+
+            if reference_points.shape[-1] == 2:
+                normalizer = torch.stack([spatial_shapes[..., 1], spatial_shapes[..., 0]], -1)
+                locations = (reference_points[:, :, None, :, None, :]
+                             + offsets / normalizer[None, None, None, :, None, :])
+            elif reference_points.shape[-1] == 4:
+                locations = (reference_points[:, :, None, :, None, :2]
+                             + offsets / self.num_points * reference_points[:, :, None, :, None, 2:] * 0.5)
+            else:
+                raise ValueError("reference_points must end in 2 (points) or 4 (boxes), got shape "
+                                 f"{tuple(reference_points.shape)}")
+
+            out = multi_scale_deformable_attn(value, spatial_shapes, level_start_index, locations, weights,
+                                              self.im2col_step)
+            out = self._linear32(self.output_proj, out)
+            if not self.batch_first:
+                out = out.transpose(0, 1)
+            return identity + self.dropout(out)

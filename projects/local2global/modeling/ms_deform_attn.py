@@ -53,9 +53,9 @@ logger = logging.getLogger(__name__)
 
 ENV_VAR = "L2G_MSDA_IMPL"
 IMPLEMENTATIONS = ("auto", "reference", "fast", "compiled")
-# The pure-PyTorch path used by "auto" when no compiled kernel applies. Chosen by measurement
-# (benchmarks/ms_deform_attn numbers are in the module docstring of multi_scale_deformable_attn_fast).
-DEFAULT_PYTORCH_IMPL = "reference"
+# The pure-PyTorch path used by "auto" when no compiled kernel applies. Chosen by measurement (the numbers
+# are in the docstring of multi_scale_deformable_attn_fast; rerun with `python -m local2global.modeling.ms_deform_attn`).
+DEFAULT_PYTORCH_IMPL = "fast"
 
 _implementation: Optional[str] = None  # module-level override; None -> environment variable / "auto"
 
@@ -149,14 +149,94 @@ def multi_scale_deformable_attn_pytorch(value: Tensor, spatial_shapes: SpatialSh
 
 def multi_scale_deformable_attn_fast(value: Tensor, spatial_shapes: SpatialShapes,
                                      sampling_locations: Tensor, attention_weights: Tensor) -> Tensor:
-    """Same function as :func:`multi_scale_deformable_attn_pytorch` with a cheaper layout.
+    """Same function as :func:`multi_scale_deformable_attn_pytorch` with a cheaper memory layout.
 
-    Placeholder: currently identical to the reference (the optimised formulation is selected only once it
-    is measured faster; see ``DEFAULT_PYTORCH_IMPL``).
+    Differences to the reference (the arithmetic per sample is identical; only the summation order of the
+    ``L*P`` weighted terms changes, so results agree to float32 rounding, ~1e-6):
+
+    * heads are folded into the batch once for all levels: ``value`` is permuted a single time to
+      ``(B*H, Dh, S)`` and each level is a *view* of it (no per-level copy);
+    * the grid is laid out ``(B*H, L, P, Nq, 2)`` so that ``grid_sample`` returns ``(B*H, Dh, P, Nq)`` with the
+      query index innermost;
+    * the attention-weighted sum is accumulated point by point with ``addcmul`` on contiguous
+      ``(B*H, Dh, Nq)`` rows, instead of stacking all ``L*P`` samples into one large tensor and reducing over
+      a short innermost dimension.
+
+    Measured on CPU (float32, 2 threads, ``python -m local2global.modeling.ms_deform_attn``), D=256, 8 heads,
+    4 levels ``48x80, 24x40, 12x20, 6x10`` (a 360x640 frame padded to 384x640; S = 5100), 4 points, B=1:
+    encoder self-attention (Nq = 5100) forward 82 -> 32 ms, forward+backward 252 -> 145 ms;
+    300-query cross-attention forward 2.1 -> 1.3 ms (forward+backward on par, ~8 ms).
+    With 1 thread: 142 -> 58 ms forward, 447 -> 245 ms forward+backward (Nq = 5100).
 
     Args/Returns: as :func:`multi_scale_deformable_attn_pytorch`.
     """
-    return multi_scale_deformable_attn_pytorch(value, spatial_shapes, sampling_locations, attention_weights)
+    shapes = _shape_list(spatial_shapes)
+    _check_inputs(value, shapes, sampling_locations, attention_weights)
+    batch, num_value, heads, head_dim = value.shape
+    _, num_query, _, num_levels, num_points, _ = sampling_locations.shape
+    bh = batch * heads
+    # (B, S, H, Dh) -> (B*H, Dh, S): one copy for all levels.
+    flat_value = value.permute(0, 2, 3, 1).reshape(bh, head_dim, num_value)
+    # (B, Nq, H, L, P, 2) -> (B*H, L, P, Nq, 2)
+    grids = (2 * sampling_locations - 1).permute(0, 2, 3, 4, 1, 5).reshape(bh, num_levels, num_points,
+                                                                         num_query, 2)
+    # (B, Nq, H, L, P) -> (B*H, L, P, 1, Nq)
+    weights = attention_weights.permute(0, 2, 3, 4, 1).reshape(bh, num_levels, num_points, 1, num_query)
+    out: Optional[Tensor] = None
+    start = 0
+    for lvl, (h, w) in enumerate(shapes):
+        level_value = flat_value[:, :, start:start + h * w].view(bh, head_dim, h, w)
+        start += h * w
+        # (B*H, Dh, P, Nq)
+        sampled = F.grid_sample(level_value, grids[:, lvl], mode="bilinear", padding_mode="zeros",
+                                align_corners=False)
+        for pt in range(num_points):
+            if out is None:
+                out = sampled[:, :, pt] * weights[:, lvl, pt]
+            else:
+                out = torch.addcmul(out, sampled[:, :, pt], weights[:, lvl, pt])
+    assert out is not None
+    # (B*H, Dh, Nq) -> (B, Nq, H*Dh)
+    return out.view(batch, heads * head_dim, num_query).transpose(1, 2).contiguous()
+
+
+def benchmark(num_threads: int = 2, reps: int = 5) -> List[str]:
+    """Time reference vs fast path at the realistic size quoted in :func:`multi_scale_deformable_attn_fast`.
+
+    Returns:
+        one line per (query count, implementation): max abs difference to the reference and min times (ms).
+    """
+    import time
+
+    torch.set_num_threads(num_threads)
+    shapes = torch.tensor([[48, 80], [24, 40], [12, 20], [6, 10]])
+    num_value = int(shapes.prod(1).sum())
+    gen = torch.Generator().manual_seed(0)
+    lines = []
+    for num_query in (num_value, 300):
+        value = torch.randn(1, num_value, 8, 32, generator=gen)
+        loc = torch.rand(1, num_query, 8, 4, 4, 2, generator=gen) * 1.2 - 0.1
+        attn = torch.rand(1, num_query, 8, 4, 4, generator=gen).softmax(-1)
+        expected = multi_scale_deformable_attn_pytorch(value, shapes, loc, attn)
+        for name, fn in (("reference", multi_scale_deformable_attn_pytorch),
+                         ("fast", multi_scale_deformable_attn_fast)):
+            times = {}
+            for mode in ("forward", "forward+backward"):
+                inputs = [t.detach().clone().requires_grad_(mode != "forward") for t in (value, loc, attn)]
+                best = float("inf")
+                for _ in range(reps + 1):
+                    tic = time.perf_counter()
+                    with torch.set_grad_enabled(mode != "forward"):
+                        out = fn(inputs[0], shapes, inputs[1], inputs[2])
+                        if mode != "forward":
+                            out.sum().backward()
+                    best = min(best, time.perf_counter() - tic)
+                times[mode] = best * 1e3
+            with torch.no_grad():
+                err = (fn(value, shapes, loc, attn) - expected).abs().max().item()
+            lines.append(f"Nq={num_query:5d} S={num_value} {name:9s} max|diff|={err:.1e} "
+                         f"forward {times['forward']:.1f} ms, forward+backward {times['forward+backward']:.1f} ms")
+    return lines
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -373,3 +453,9 @@ class MultiScaleDeformableAttention(nn.Module):
             if not self.batch_first:
                 out = out.transpose(0, 1)
             return identity + self.dropout(out)
+
+
+if __name__ == "__main__":  # pragma: no cover - manual benchmark
+    logging.basicConfig(level=logging.INFO)
+    for line in benchmark():
+        logger.info(line)

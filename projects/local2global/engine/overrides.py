@@ -1,0 +1,269 @@
+"""Strict command-line overrides for LazyConfig files.
+
+detectron2's ``LazyConfig.apply_overrides`` silently creates any key it is given, so a typo such as
+``train.max_iters=10`` trains for the default number of iterations without a word. :func:`apply_overrides_strict`
+accepts the same ``key=value`` strings (parsed by hydra-core's override parser when it is installed, exactly as
+detectron2 does: ``null`` is Python ``None``, the string ``None`` is a string) but rejects (SPEC §5):
+
+* a key that neither exists in the config nor is a parameter of the ``_target_`` callable of the node it belongs
+  to (``inspect.signature``; a target taking ``**kwargs`` accepts any name). The error lists close matches;
+* a key below a value that is not a config (``model.aligner.num_layers=2`` after ``model.aligner=null``);
+* a cheap type mismatch against the current value: a number overridden by a non-numeric string or a bool,
+  a bool by a non-bool, a list by a scalar, a config node by a scalar other than ``null``.
+
+Interpolated values (``"${..hidden_dim}"``) are not type-checked: overriding one replaces the interpolation.
+A key can still be created on purpose with hydra's ``+`` prefix (``+train.my_flag=true``).
+
+Example::
+
+    cfg = LazyConfig.load("configs/local2global_tiny_synthetic.py")
+    apply_overrides_strict(cfg, ["train.max_iter=100", "model.aligner=null"])
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import inspect
+import logging
+from typing import Any, Iterable, List, Optional, Sequence, Tuple
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+__all__ = ["OverrideError", "apply_overrides_strict", "parse_overrides", "target_parameters"]
+
+logger = logging.getLogger(__name__)
+
+_MISSING = object()
+
+
+class OverrideError(ValueError):
+    """A command-line override names a key that does not exist or gives a value of the wrong type."""
+
+
+def parse_overrides(overrides: Sequence[str]) -> List[Tuple[str, Any, str]]:
+    """Parse ``key=value`` strings into ``(key, value, kind)`` with ``kind`` in ``{"change", "add"}``.
+
+    Uses hydra-core's override grammar when available (as detectron2's ``apply_overrides``); otherwise splits on
+    the first ``=`` and evaluates the value with ``ast.literal_eval`` (``null`` still means ``None``).
+
+    Raises:
+        OverrideError: for deletions (``~key``) and strings without ``=``.
+    """
+    overrides = list(overrides or [])
+    for o in overrides:
+        if "=" not in o and not o.startswith("~"):
+            raise OverrideError(f"override {o!r} is not of the form key=value")
+    try:
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+    except ImportError:  # pragma: no cover - hydra-core is a pinned dependency
+        OverridesParser = None
+    out = []
+    if OverridesParser is not None:
+        for o in OverridesParser.create().parse_overrides(overrides):
+            if o.is_delete():
+                raise OverrideError(f"deleting keys (~{o.key_or_group}) is not supported by config overrides")
+            out.append((o.key_or_group, o.value(), "add" if o.is_add() else "change"))
+        return out
+    for o in overrides:  # pragma: no cover - fallback without hydra
+        if o.startswith("~"):
+            raise OverrideError(f"deleting keys ({o}) is not supported by config overrides")
+        kind = "add" if o.startswith("+") else "change"
+        key, value = o.lstrip("+").split("=", 1)
+        if value == "null":
+            value = None
+        else:
+            try:
+                value = ast.literal_eval(value)
+            except (ValueError, SyntaxError):
+                pass
+        out.append((key.strip(), value, kind))
+    return out
+
+
+def target_parameters(target: Any) -> Optional[List[str]]:
+    """Names of the keyword parameters of a ``_target_`` (callable or dotted string).
+
+    Returns:
+        the parameter names, or ``None`` when the callable accepts ``**kwargs`` or cannot be inspected
+        (then any name is accepted).
+    """
+    if isinstance(target, str):
+        from detectron2.utils.registry import locate
+
+        try:
+            target = locate(target)
+        except Exception:  # noqa: BLE001 - an unimportable target cannot be inspected: accept anything
+            return None
+    try:
+        sig = inspect.signature(target)
+    except (TypeError, ValueError):
+        return None
+    names = []
+    for p in sig.parameters.values():
+        if p.kind == inspect.Parameter.VAR_KEYWORD:
+            return None
+        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY):
+            names.append(p.name)
+    return names
+
+
+def _all_paths(node: Any, prefix: str = "", depth: int = 0) -> Iterable[str]:
+    """Every dotted key path of a config (for close-match suggestions)."""
+    if depth > 12:
+        return
+    if isinstance(node, DictConfig):
+        for k in node.keys():
+            path = f"{prefix}{k}"
+            yield path
+            try:
+                child = node._get_node(k)
+            except Exception:  # noqa: BLE001
+                continue
+            if isinstance(child, (DictConfig, ListConfig)):
+                yield from _all_paths(child, path + ".", depth + 1)
+    elif isinstance(node, ListConfig):
+        for i in range(len(node)):
+            child = node._get_node(i)
+            path = f"{prefix}{i}"
+            yield path
+            if isinstance(child, (DictConfig, ListConfig)):
+                yield from _all_paths(child, path + ".", depth + 1)
+
+
+def _suggest(cfg: DictConfig, key: str, local_names: Sequence[str], prefix: str) -> str:
+    part = key.split(".")[len(prefix.split(".")) if prefix else 0]
+    local = difflib.get_close_matches(part, list(local_names), n=5, cutoff=0.6)
+    cands = [f"{prefix}.{m}" if prefix else m for m in local]
+    for m in difflib.get_close_matches(key, list(_all_paths(cfg)), n=5, cutoff=0.75):
+        if m not in cands:
+            cands.append(m)
+    if cands:
+        return "Did you mean: " + ", ".join(cands[:6]) + "?"
+    shown = sorted(str(n) for n in local_names)
+    return f"Valid keys at '{prefix or '<root>'}': " + (", ".join(shown[:40]) + (" ..." if len(shown) > 40 else ""))
+
+
+def _raw_child(node: DictConfig, name: str):
+    """(exists, child node object) without resolving interpolations."""
+    if name not in node:
+        return False, None
+    return True, node._get_node(name)
+
+
+def _check_type(key: str, old_node: Any, new: Any) -> None:
+    """Raise for cheap-to-detect type mismatches between the current value node and the new value."""
+    if new is None or old_node is None:
+        return
+    if getattr(old_node, "_is_interpolation", lambda: False)():
+        return
+    if isinstance(old_node, DictConfig):
+        if old_node._is_none():
+            return
+        if not isinstance(new, dict):
+            what = f"a LazyCall of {old_node.get('_target_')}" if "_target_" in old_node else "a config node"
+            hint = " (write null for None)" if new == "None" else ""
+            raise OverrideError(f"override {key}={new!r}: '{key}' is {what}; it can only be replaced by a "
+                                f"dict or null{hint}")
+        return
+    if isinstance(old_node, ListConfig):
+        if old_node._is_none():
+            return
+        if not isinstance(new, (list, tuple)):
+            raise OverrideError(f"override {key}={new!r}: '{key}' is a list; give a list, e.g. {key}=[a,b]")
+        return
+    old = old_node._value() if hasattr(old_node, "_value") else old_node
+    if old is None or isinstance(old, str) and old.startswith("${"):
+        return
+    if isinstance(old, bool):
+        if not isinstance(new, bool):
+            raise OverrideError(f"override {key}={new!r}: '{key}' is a bool ({old}); give true or false")
+    elif isinstance(old, (int, float)):
+        if isinstance(new, bool) or not isinstance(new, (int, float)):
+            raise OverrideError(
+                f"override {key}={new!r}: '{key}' is a number ({old!r}), got {type(new).__name__} {new!r}"
+            )
+        if isinstance(old, int) and isinstance(new, float) and not new.is_integer():
+            logger.warning("override %s=%r replaces the integer %r by a float", key, new, old)
+    elif isinstance(old, (list, tuple)) and not isinstance(new, (list, tuple)):
+        raise OverrideError(f"override {key}={new!r}: '{key}' is a list; give a list, e.g. {key}=[a,b]")
+
+
+def _validate(cfg: DictConfig, key: str, value: Any) -> None:
+    parts = key.split(".")
+    node: Any = cfg
+    for i, part in enumerate(parts):
+        prefix = ".".join(parts[:i])
+        last = i == len(parts) - 1
+        if isinstance(node, ListConfig):
+            if not part.lstrip("-").isdigit() or not -len(node) <= int(part) < len(node):
+                raise OverrideError(f"override {key}: '{prefix}' is a list of length {len(node)}; "
+                                    f"'{part}' is not a valid index")
+            child = node._get_node(int(part))
+        elif isinstance(node, DictConfig):
+            if node._is_none():
+                raise OverrideError(f"override {key}: '{prefix}' is None; set it to a config before setting "
+                                    f"its keys")
+            exists, child = _raw_child(node, part)
+            if not exists:
+                params = target_parameters(node["_target_"]) if "_target_" in node else []
+                if params is None or part in params:
+                    if not last:
+                        raise OverrideError(
+                            f"override {key}: '{prefix}.{part}' is a parameter of {node['_target_']} that the "
+                            f"config does not set; set it as a whole ({prefix}.{part}=...) instead of its sub-keys"
+                        )
+                    return
+                names = list(node.keys()) + [p for p in (params or []) if p not in node]
+                where = f"of {node['_target_']}" if "_target_" in node else "in the config"
+                raise OverrideError(
+                    f"override {key}={value!r}: no key '{part}' at '{prefix or '<root>'}' (neither a config key "
+                    f"nor a parameter {where}). {_suggest(cfg, key, names, prefix)}"
+                )
+        else:
+            raise OverrideError(f"override {key}: '{prefix}' is a {type(node).__name__} value "
+                                f"({node!r}), not a config with keys")
+        if last:
+            _check_type(key, child, value)
+            return
+        if isinstance(child, (DictConfig, ListConfig)):
+            node = child
+        else:
+            node = child._value() if hasattr(child, "_value") else child
+            if node is None:
+                raise OverrideError(f"override {key}: '{'.'.join(parts[:i + 1])}' is None; set it to a config "
+                                    f"before setting its keys")
+
+
+def apply_overrides_strict(cfg: DictConfig, overrides: Optional[Sequence[str]]) -> DictConfig:
+    """Apply ``key=value`` overrides in place, rejecting unknown keys and obvious type errors.
+
+    Args:
+        cfg: a LazyConfig (``omegaconf.DictConfig``).
+        overrides: strings such as ``["train.max_iter=10", "model.aligner=null", "+train.extra=1"]``;
+            applied in order (a later override sees the effect of an earlier one).
+
+    Returns:
+        ``cfg`` (modified in place), as ``LazyConfig.apply_overrides``.
+
+    Raises:
+        OverrideError: naming the offending override, with close matches for mistyped keys.
+    """
+    for key, value, kind in parse_overrides(overrides):
+        if kind != "add":
+            _validate(cfg, key, value)
+        _safe_update(cfg, key, value)
+        logger.debug("override %s=%r", key, value)
+    return cfg
+
+
+def _safe_update(cfg: DictConfig, key: str, value: Any) -> None:
+    parts = key.split(".")
+    for idx in range(1, len(parts)):
+        prefix = ".".join(parts[:idx])
+        v = OmegaConf.select(cfg, prefix, default=None)
+        if v is None:
+            break
+        if not OmegaConf.is_config(v):
+            raise OverrideError(f"trying to update key {key}, but {prefix} is a {type(v).__name__}, not a config")
+    OmegaConf.update(cfg, key, value, merge=True)

@@ -224,3 +224,48 @@ def test_prepare_for_dn_no_objects():
     emb = torch.nn.Embedding(5, 8)
     empty = [{"labels": torch.zeros(0, dtype=torch.int64), "boxes": torch.zeros(0, 4)}]
     assert prepare_for_dn(empty, emb, dn_num=10, noise_scale=0.4, num_classes=5, num_queries=3) is None
+
+
+def test_padding_masks_give_valid_ratios_and_invalid_proposals(tiny):
+    dec, feats, _, _ = tiny
+    masks = []
+    for f in feats:
+        m = torch.zeros(f.shape[0], f.shape[2], f.shape[3], dtype=torch.bool)
+        m[:, :, f.shape[3] // 2 + 1:] = True  # right part padded
+        masks.append(m)
+    with torch.no_grad():
+        bundle = dec.prepare_memory(feats, masks)
+        output_memory, _, coords = dec.encode_tokens(bundle)
+    widths = bundle.spatial_shapes[:, 1].float()  # decoder order (reversed)
+    expected_w = (widths // 2 + 1) / widths
+    torch.testing.assert_close(bundle.valid_ratios[0, :, 0], expected_w)
+    torch.testing.assert_close(bundle.valid_ratios[0, :, 1], torch.ones(4))
+    padded = bundle.padding_mask[0]
+    assert padded.any() and torch.isinf(coords[0, padded]).all()
+    # padded tokens are zeroed before enc_output: all padded tokens share the same output
+    assert torch.allclose(output_memory[0, padded], output_memory[0, padded][:1].expand(int(padded.sum()), -1))
+
+
+def test_decode_under_bf16_autocast_is_finite(tiny):
+    dec, feats, mask_features, ref = tiny
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        bundle = dec.prepare_memory(feats)
+        out = dec.decode(ref["decoder_init_tgt"], ref["decoder_init_refpoints_unsigmoid"], bundle, mask_features)
+    assert out.hs_prenorm_last.dtype == torch.float32  # the decoder layers run in float32
+    assert all(torch.isfinite(x.float()).all() for x in out.pred_logits + out.pred_masks + out.pred_boxes)
+    torch.testing.assert_close(out.hs_prenorm_last, ref["decoder_layer_outputs_prenorm"][-1], atol=0.1, rtol=0.1)
+
+
+def test_look_forward_twice_gradient_paths(tiny):
+    dec, feats, mask_features, ref = tiny
+    bundle = dec.prepare_memory(feats)
+    tgt = ref["decoder_init_tgt"].clone().requires_grad_(True)
+    out = dec.decode(tgt, ref["decoder_init_refpoints_unsigmoid"], bundle, mask_features)
+    # the refined reference of layer 0 feeds layer 1 detached ...
+    g_hs, = torch.autograd.grad(out.hs_prenorm[1].sum(), out.references[1], allow_unused=True, retain_graph=True)
+    assert g_hs is None
+    # ... but layer 1's predicted boxes see it with its graph (detrex's undetached reference list).
+    g_box, = torch.autograd.grad(out.pred_boxes[2].sum(), out.references[1], retain_graph=True)
+    assert g_box.abs().sum() > 0
+    g_tgt, = torch.autograd.grad(out.pred_boxes[-1].sum(), tgt)
+    assert g_tgt.abs().sum() > 0

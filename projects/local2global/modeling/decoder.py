@@ -26,7 +26,7 @@ level order.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -86,7 +86,6 @@ class DecoderOutput:
     hs: List[Tensor]
     hs_prenorm: List[Tensor]
     references: List[Tensor]
-    extras: Dict = field(default_factory=dict)
 
     @property
     def hs_prenorm_last(self) -> Tensor:
@@ -275,7 +274,9 @@ class MaskDINODecoder(nn.Module):
             multi_scale_features: ``total_num_feature_levels`` maps ``(B, D_in, h_l, w_l)`` in **encoder order**
                 (high to low resolution).
             masks: optional padding masks ``(B, h_l, w_l)`` bool (True = padding), encoder order. ``None``
-                (MaskDINO's default path) means no padding.
+                (MaskDINO's default path: detrex's head never passes masks) means no padding. Unlike detrex,
+                whose mask flattening keeps the encoder order while the features are reversed, the masks are
+                reversed together with their features.
 
         Returns:
             :class:`MemoryBundle` with levels reversed (coarsest first).

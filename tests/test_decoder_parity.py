@@ -269,3 +269,57 @@ def test_look_forward_twice_gradient_paths(tiny):
     assert g_box.abs().sum() > 0
     g_tgt, = torch.autograd.grad(out.pred_boxes[-1].sum(), tgt)
     assert g_tgt.abs().sum() > 0
+
+
+def test_default_initialisation_matches_detrex_statistics(maskdino_reference_dir):
+    """detrex's init (before the fixture's perturbation): constants exactly, random tensors by range and spread."""
+    stats = json.loads((maskdino_reference_dir / "tiny_init_stats.json").read_text())
+    torch.manual_seed(0)
+    dec = MaskDINODecoder(**_decoder_kwargs(maskdino_reference_dir))
+    checked_random = 0
+    for name, value in dec.state_dict().items():
+        ref = stats[PREFIX + name]
+        v = value.double()
+        if ref["std"] == 0.0 or name.endswith("sampling_offsets.bias"):  # zeros / ones / the offset ring
+            assert abs(v.mean().item() - ref["mean"]) < 1e-6 and abs(v.max().item() - ref["max"]) < 1e-6, name
+            assert abs(v.min().item() - ref["min"]) < 1e-6, name
+            continue
+        if v.numel() >= 1000:  # large enough for the extremes and the spread to be tight
+            bound = max(abs(ref["min"]), abs(ref["max"]))
+            assert v.abs().max().item() <= bound * 1.02, f"{name}: outside detrex's init range {bound:.4g}"
+            assert abs(v.std().item() - ref["std"]) < 0.05 * ref["std"], f"{name}: std {v.std().item():.4g}"
+            checked_random += 1
+    assert checked_random >= 10
+
+
+def test_prepare_for_dn_layout_two_images():
+    torch.manual_seed(0)
+    emb = torch.nn.Embedding(5, 8)
+    targets = [
+        {"labels": torch.tensor([1, 4]), "boxes": torch.tensor([[0.5, 0.5, 0.2, 0.4], [0.2, 0.3, 0.1, 0.1]])},
+        {"labels": torch.tensor([2]), "boxes": torch.tensor([[0.7, 0.6, 0.3, 0.2]])},
+    ]
+    dn = prepare_for_dn(targets, emb, dn_num=7, noise_scale=0.0, num_classes=5, num_queries=4)
+    scalar, single = 3, 2  # 7 // max(2, 1)
+    assert dn.mask_dict["scalar"] == scalar and dn.mask_dict["pad_size"] == scalar * single
+    assert dn.tgt.shape == (2, 6, 8) and dn.refpoints_unsig.shape == (2, 6, 4)
+    assert dn.attn_mask.shape == (10, 10)
+    for g in range(scalar):
+        # without noise: exact label embeddings and inverse-sigmoid boxes, group g at g*single + j
+        torch.testing.assert_close(dn.tgt[0, g * single: g * single + 2], emb.weight[[1, 4]])
+        torch.testing.assert_close(dn.refpoints_unsig[0, g * single: g * single + 2].sigmoid(), targets[0]["boxes"])
+        torch.testing.assert_close(dn.tgt[1, g * single], emb.weight[2])
+        # image 1 has one object: its second slot in every group is zero padding
+        assert not dn.tgt[1, g * single + 1].any() and not dn.refpoints_unsig[1, g * single + 1].any()
+    known_labels, known_boxes = dn.mask_dict["known_lbs_bboxes"]
+    assert known_labels.tolist() == [1, 4, 2] * scalar
+    assert dn.mask_dict["map_known_indice"].tolist() == [0, 1, 0, 2, 3, 2, 4, 5, 4]
+
+    torch.manual_seed(1)
+    noisy = prepare_for_dn(targets, emb, dn_num=300, noise_scale=0.4, num_classes=5, num_queries=4)
+    boxes = noisy.refpoints_unsig[0].view(150, 2, 4)[:, 0].sigmoid()
+    gt = targets[0]["boxes"][0]
+    lim = 0.4 * torch.cat([gt[2:] / 2, gt[2:]])
+    assert ((boxes - gt).abs() <= lim + 1e-5).all() and ((boxes - gt).abs() > 1e-3).any()
+    changed = (noisy.tgt[0].view(150, 2, 8)[:, 0] - emb.weight[1]).abs().sum(-1) > 0
+    assert 0.05 < changed.float().mean().item() < 0.35  # p(relabel) = 0.2, minus draws of the same class

@@ -32,7 +32,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from .box_ops import box_sine_embedding, inverse_sigmoid, mask2box
+from .box_ops import box_sine_embedding, box_xyxy_to_cxcywh, inverse_sigmoid, mask2box
 from .deformable_decoder import MLP, DeformableTransformerDecoder, DeformableTransformerDecoderLayer
 from .denoising import dn_post_process, prepare_for_dn
 from .query_selection import SelectedQueries, TopKQuerySelector
@@ -148,8 +148,6 @@ def gen_encoder_output_proposals(memory: Tensor, padding_mask: Tensor, spatial_s
 def _bitmask_boxes(mask_logits: Tensor) -> Tensor:
     """detectron2 ``BitMasks.get_bounding_boxes`` of ``mask_logits > 0``, normalised cxcywh (``+1`` on the max;
     an empty mask gives a zero box)."""
-    from .box_ops import box_xyxy_to_cxcywh
-
     binary = mask_logits.detach() > 0
     h, w = binary.shape[-2:]
     cols, rows = binary.any(-2), binary.any(-1)

@@ -1,1 +1,54 @@
+"""Video data: YouTube-VIS / OVIS datasets, clip and test mappers, COCO pseudo-videos, synthetic data, loaders.
 
+Importing this package registers the built-in datasets with detectron2 (``ytvis_2019_{train,val}``,
+``ytvis_2021_{train,val}``, ``ytvis_2022_val``, ``ovis_{train,val}``, ``synthetic_vis_{train,valid}``; see
+:mod:`local2global.data.ytvis`). The model package never imports this one.
+"""
+
+from local2global.data.build import (
+    MixedSourceSampler,
+    build_video_test_loader,
+    build_video_train_loader,
+    get_video_dicts,
+)
+from local2global.data.categories import (
+    COCO_TO_OVIS,
+    COCO_TO_YTVIS_2019,
+    COCO_TO_YTVIS_2021,
+    OVIS_CATEGORIES,
+    SYNTHETIC_VIS_CATEGORIES,
+    YTVIS_2019_CATEGORIES,
+    YTVIS_2021_CATEGORIES,
+    YTVIS_2022_CATEGORIES,
+    coco_category_map,
+    get_categories,
+    thing_classes,
+    thing_dataset_id_to_contiguous_id,
+    vis_metadata,
+)
+from local2global.data.clip_mapper import (
+    FrameReadError,
+    LazyVideoFrames,
+    VideoClipDatasetMapper,
+    VideoTestDatasetMapper,
+    sample_frame_indices,
+)
+from local2global.data.coco_pseudo_video import CocoPseudoVideoMapper
+from local2global.data.synthetic import SyntheticVISConfig, ensure_synthetic_vis, make_synthetic_vis
+from local2global.data.ytvis import (
+    YTVISFormatError,
+    load_ytvis_json,
+    register_all_builtin,
+    register_ytvis_instances,
+)
+
+__all__ = [
+    "MixedSourceSampler", "build_video_test_loader", "build_video_train_loader", "get_video_dicts",
+    "COCO_TO_OVIS", "COCO_TO_YTVIS_2019", "COCO_TO_YTVIS_2021", "OVIS_CATEGORIES", "SYNTHETIC_VIS_CATEGORIES",
+    "YTVIS_2019_CATEGORIES", "YTVIS_2021_CATEGORIES", "YTVIS_2022_CATEGORIES", "coco_category_map",
+    "get_categories", "thing_classes", "thing_dataset_id_to_contiguous_id", "vis_metadata",
+    "FrameReadError", "LazyVideoFrames", "VideoClipDatasetMapper", "VideoTestDatasetMapper", "sample_frame_indices",
+    "CocoPseudoVideoMapper",
+    "SyntheticVISConfig", "ensure_synthetic_vis", "make_synthetic_vis",
+    "YTVISFormatError", "load_ytvis_json", "register_all_builtin", "register_ytvis_instances",
+]

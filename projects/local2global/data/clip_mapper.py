@@ -1,0 +1,338 @@
+"""Dataset mappers for videos: training clips and lazily loaded whole test videos (SPEC §5).
+
+Training sample (:class:`VideoClipDatasetMapper`), one dict per clip::
+
+    {"video_id": int, "height": H0, "width": W0, "frame_indices": [int] * T,
+     "images": [uint8 Tensor (3, H, W)] * T,
+     "instances": [Instances] * T}
+
+Every frame's :class:`~detectron2.structures.Instances` (``image_size`` = (H, W) after augmentation)
+lists the same tracks in the same order (sorted by track id) with
+
+* ``gt_ids``     int64 ``(n,)``: the annotation (track) id,
+* ``gt_classes`` int64 ``(n,)``: contiguous category id,
+* ``gt_masks``   :class:`~detectron2.structures.BitMasks` over a bool ``(n, H, W)`` tensor (``.tensor``),
+* ``gt_boxes``   :class:`~detectron2.structures.Boxes` ``(n, 4)``: absolute xyxy, the mask's extent
+  (``BitMasks.get_bounding_boxes``: ``x1 = max column + 1``), zeros for an empty mask,
+* ``gt_valid``   bool ``(n,)``: the mask has at least one pixel on this frame.
+
+Tracks empty in every sampled frame (after augmentation) are dropped; crowd annotations are ignored.
+
+Test sample (:class:`VideoTestDatasetMapper`)::
+
+    {"video_id", "height", "width", "length", "file_names", "frames": LazyVideoFrames}
+
+where iterating ``frames`` reads and resizes one frame at a time (uint8 ``(3, H, W)`` tensors).
+
+Random numbers: by default the mappers draw from numpy's global generator, as detectron2's mappers and
+augmentations do (detectron2 seeds it per data-loader worker). Pass ``rng`` (a ``numpy.random.Generator``)
+to a call, or ``seed`` to the constructor, to make a sample reproducible; the augmentations then run under
+a temporary global numpy state seeded from that generator.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Iterator, List, Optional, Sequence
+
+import numpy as np
+import torch
+from pycocotools import mask as mask_utils
+
+from detectron2.data import detection_utils as utils
+from detectron2.data import transforms as T
+from detectron2.structures import BitMasks, Boxes, Instances
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "FrameReadError",
+    "VideoClipDatasetMapper",
+    "VideoTestDatasetMapper",
+    "LazyVideoFrames",
+    "read_frame",
+    "sample_frame_indices",
+    "seeded_global_numpy",
+    "clip_instances",
+]
+
+
+class FrameReadError(RuntimeError):
+    """A frame file that is missing, unreadable or of the wrong size (the message names file and video)."""
+
+
+def read_frame(file_name: str, image_format: str, video_id, expected_hw: Optional[Sequence[int]] = None) -> np.ndarray:
+    """Read one frame as an ``(H, W, 3)`` uint8 array.
+
+    Raises:
+        FrameReadError: the file is missing or corrupt, or its size differs from ``expected_hw`` (the video's
+            ``height, width``); the message names the file and the video id.
+    """
+    try:
+        image = utils.read_image(file_name, format=image_format)
+    except FileNotFoundError as e:
+        raise FrameReadError(f"video_id {video_id}: frame file {file_name!r} does not exist") from e
+    except Exception as e:  # PIL raises various errors on corrupt files
+        raise FrameReadError(f"video_id {video_id}: cannot read frame file {file_name!r}: {e}") from e
+    if expected_hw is not None and tuple(image.shape[:2]) != tuple(int(x) for x in expected_hw):
+        raise FrameReadError(
+            f"video_id {video_id}: frame file {file_name!r} is {image.shape[0]}x{image.shape[1]} but the "
+            f"annotation says {expected_hw[0]}x{expected_hw[1]} (height x width)"
+        )
+    return image
+
+
+@contextlib.contextmanager
+def seeded_global_numpy(rng: Optional[np.random.Generator]):
+    """Run the body with numpy's global RNG seeded from ``rng`` (no-op for ``None``); restore it afterwards."""
+    if rng is None:
+        yield
+        return
+    state = np.random.get_state()
+    np.random.seed(int(rng.integers(0, 2**32 - 1)))
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
+def _default_rng(rng: Optional[np.random.Generator]) -> np.random.Generator:
+    """``rng``, or a generator drawn from numpy's global RNG (so detectron2's worker seeding applies)."""
+    return rng if rng is not None else np.random.default_rng(np.random.randint(0, 2**31 - 1))
+
+
+def sample_frame_indices(length: int, num_frames: int, frame_range: int, rng: np.random.Generator,
+                         shuffle: bool = False) -> List[int]:
+    """Pick ``num_frames`` frame indices in a window around a random reference frame.
+
+    The reference ``r`` is uniform in ``0..length-1``; the other ``num_frames - 1`` frames are drawn from
+    ``[r - frame_range, r + frame_range] \\ {r}`` (clipped to the video) without replacement when the window
+    has enough frames, with replacement otherwise (a video of one frame repeats it). The result is sorted
+    unless ``shuffle``.
+    """
+    if length < 1:
+        raise ValueError(f"cannot sample frames from a video of length {length}")
+    ref = int(rng.integers(length))
+    lo, hi = max(0, ref - frame_range), min(length, ref + frame_range + 1)
+    candidates = np.array([i for i in range(lo, hi) if i != ref], dtype=np.int64)
+    k = num_frames - 1
+    if k <= 0:
+        picked = np.zeros(0, dtype=np.int64)
+    elif candidates.size == 0:
+        picked = np.full(k, ref, dtype=np.int64)
+    else:
+        picked = rng.choice(candidates, size=k, replace=candidates.size < k)
+    out = sorted([ref] + picked.tolist())
+    if shuffle:
+        out = [out[i] for i in rng.permutation(len(out))]
+    return [int(i) for i in out]
+
+
+def clip_instances(image_size, track_ids: Sequence[int], classes: Sequence[int],
+                   masks_per_frame: Sequence[np.ndarray]) -> List[Instances]:
+    """Build the per-frame :class:`Instances` of a clip (see the module docstring).
+
+    Args:
+        image_size: ``(H, W)`` of every frame.
+        track_ids, classes: ``n`` track ids and contiguous classes (same order in every frame).
+        masks_per_frame: ``T`` bool arrays ``(n, H, W)``.
+    """
+    h, w = image_size
+    ids = torch.as_tensor(list(track_ids), dtype=torch.int64)
+    cls = torch.as_tensor(list(classes), dtype=torch.int64)
+    out = []
+    for masks in masks_per_frame:
+        m = torch.from_numpy(np.ascontiguousarray(masks, dtype=bool)).reshape(len(ids), h, w)
+        bm = BitMasks(m)
+        inst = Instances((h, w))
+        inst.gt_ids = ids.clone()
+        inst.gt_classes = cls.clone()
+        inst.gt_masks = bm
+        inst.gt_boxes = Boxes(bm.get_bounding_boxes().tensor)
+        inst.gt_valid = m.flatten(1).any(dim=1) if len(ids) else torch.zeros(0, dtype=torch.bool)
+        out.append(inst)
+    return out
+
+
+def _to_chw_tensor(image: np.ndarray) -> torch.Tensor:
+    return torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
+
+
+def _decode(segmentation, height: int, width: int) -> np.ndarray:
+    """Compressed RLE (from ``load_ytvis_json``), uncompressed RLE or polygons -> ``(H, W)`` uint8 mask."""
+    if isinstance(segmentation, dict):
+        rle = segmentation
+        if isinstance(rle.get("counts"), list):
+            rle = mask_utils.frPyObjects(rle, height, width)
+        return mask_utils.decode(rle).astype(np.uint8)
+    if isinstance(segmentation, list):
+        rles = mask_utils.frPyObjects(segmentation, height, width)
+        return mask_utils.decode(mask_utils.merge(rles)).astype(np.uint8)
+    raise TypeError(f"unsupported segmentation type {type(segmentation).__name__}")
+
+
+class VideoClipDatasetMapper:
+    """Video dataset dict (``load_ytvis_json``) -> training clip (SPEC §5 training sample).
+
+    Args:
+        augmentations: detectron2 augmentations (e.g. ``ResizeShortestEdge``, ``RandomFlip``,
+            ``RandomCrop``); their transforms are computed once on the clip's first frame and the same
+            ``TransformList`` is applied to every frame and mask of the clip.
+        num_frames: T, frames per clip.
+        sampling_frame_range: half-width of the window around the reference frame.
+        sampling_frame_shuffle: shuffle the sampled frames instead of sorting them.
+        image_format: ``"RGB"`` (default, MaskDINO's normalisation) or ``"BGR"``.
+        seed: if given, sample ``i`` of this mapper (in call order) uses ``default_rng([seed, i])``.
+    """
+
+    def __init__(self, augmentations: Sequence[T.Augmentation] = (), num_frames: int = 4,
+                 sampling_frame_range: int = 5, sampling_frame_shuffle: bool = False,
+                 image_format: str = "RGB", seed: Optional[int] = None):
+        if num_frames < 1:
+            raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+        self.augmentations = T.AugmentationList(list(augmentations))
+        self.num_frames = int(num_frames)
+        self.sampling_frame_range = int(sampling_frame_range)
+        self.sampling_frame_shuffle = bool(sampling_frame_shuffle)
+        self.image_format = image_format
+        self.seed = seed
+        self._calls = 0
+        logger.info("VideoClipDatasetMapper: %d frames, range %d, augmentations %s",
+                    self.num_frames, self.sampling_frame_range, self.augmentations)
+
+    def _next_rng(self, rng: Optional[np.random.Generator]) -> Optional[np.random.Generator]:
+        if rng is None and self.seed is not None:
+            rng = np.random.default_rng([int(self.seed), self._calls])
+        self._calls += 1
+        return rng
+
+    def __call__(self, dataset_dict: dict, rng: Optional[np.random.Generator] = None) -> dict:
+        rng = self._next_rng(rng)
+        video_id = dataset_dict["video_id"]
+        h0, w0 = int(dataset_dict["height"]), int(dataset_dict["width"])
+        length = int(dataset_dict["length"])
+        file_names = dataset_dict["file_names"]
+        if len(file_names) != length:
+            raise ValueError(f"video_id {video_id}: {len(file_names)} file names for a video of length {length}")
+        sample_rng = _default_rng(rng)
+        frame_indices = sample_frame_indices(length, self.num_frames, self.sampling_frame_range, sample_rng,
+                                             self.sampling_frame_shuffle)
+        per_frame_anns = dataset_dict.get("annotations") or [[] for _ in range(length)]
+
+        # tracks of the clip (non-crowd, present in at least one sampled frame), sorted by id
+        track_cls = {}
+        for t in frame_indices:
+            for obj in per_frame_anns[t]:
+                if not obj.get("iscrowd", 0):
+                    track_cls.setdefault(int(obj["id"]), int(obj["category_id"]))
+        track_ids = sorted(track_cls)
+        pos = {tid: i for i, tid in enumerate(track_ids)}
+
+        images, masks_per_frame, transforms = [], [], None
+        with seeded_global_numpy(rng):
+            for t in frame_indices:
+                image = read_frame(file_names[t], self.image_format, video_id, (h0, w0))
+                if transforms is None:
+                    aug_input = T.AugInput(image)
+                    transforms = self.augmentations(aug_input)
+                    image = aug_input.image
+                else:
+                    image = transforms.apply_image(image)
+                h, w = image.shape[:2]
+                masks = np.zeros((len(track_ids), h, w), dtype=bool)
+                for obj in per_frame_anns[t]:
+                    if obj.get("iscrowd", 0):
+                        continue
+                    m = _decode(obj["segmentation"], h0, w0)
+                    if m.shape != (h0, w0):
+                        raise ValueError(
+                            f"video_id {video_id}, frame {t} ({file_names[t]!r}), track {obj['id']}: mask size "
+                            f"{m.shape} differs from the video size ({h0}, {w0})"
+                        )
+                    masks[pos[int(obj["id"])]] = transforms.apply_segmentation(m).astype(bool)
+                images.append(_to_chw_tensor(image))
+                masks_per_frame.append(masks)
+
+        if track_ids:  # drop tracks that are empty in every sampled frame (e.g. cropped away)
+            keep = np.stack([m.reshape(len(track_ids), -1).any(axis=1) for m in masks_per_frame]).any(axis=0)
+            track_ids = [tid for tid, k in zip(track_ids, keep) if k]
+            masks_per_frame = [m[keep] for m in masks_per_frame]
+        classes = [track_cls[tid] for tid in track_ids]
+        image_size = tuple(images[0].shape[-2:])
+        return {
+            "video_id": video_id,
+            "height": h0,
+            "width": w0,
+            "frame_indices": frame_indices,
+            "images": images,
+            "instances": clip_instances(image_size, track_ids, classes, masks_per_frame),
+        }
+
+
+class LazyVideoFrames:
+    """The frames of one video, read and transformed one at a time when iterated.
+
+    Args:
+        file_names: the ``L`` frame files.
+        augmentations: a detectron2 ``AugmentationList``; its transform is computed on the first frame
+            read and reused for every later frame.
+        image_format: ``"RGB"`` or ``"BGR"``.
+        video_id: for error messages.
+        expected_hw: the video's ``(height, width)``; frames of another size raise :class:`FrameReadError`.
+    """
+
+    def __init__(self, file_names: Sequence[str], augmentations: T.AugmentationList, image_format: str,
+                 video_id, expected_hw: Optional[Sequence[int]] = None):
+        self.file_names = list(file_names)
+        self.augmentations = augmentations
+        self.image_format = image_format
+        self.video_id = video_id
+        self.expected_hw = expected_hw
+
+    def __len__(self) -> int:
+        return len(self.file_names)
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        transforms = None
+        for file_name in self.file_names:
+            image = read_frame(file_name, self.image_format, self.video_id, self.expected_hw)
+            if transforms is None:
+                aug_input = T.AugInput(image)
+                transforms = self.augmentations(aug_input)
+                image = aug_input.image
+            else:
+                image = transforms.apply_image(image)
+            yield _to_chw_tensor(image)
+
+    def __repr__(self) -> str:
+        return f"LazyVideoFrames(video_id={self.video_id}, length={len(self)})"
+
+
+class VideoTestDatasetMapper:
+    """Video dataset dict -> test sample (SPEC §5) whose ``frames`` load lazily.
+
+    Args:
+        augmentations: test-time augmentations (typically ``[ResizeShortestEdge(360, max_size)]``).
+        image_format: ``"RGB"`` or ``"BGR"``.
+    """
+
+    def __init__(self, augmentations: Sequence[T.Augmentation] = (), image_format: str = "RGB"):
+        self.augmentations = T.AugmentationList(list(augmentations))
+        self.image_format = image_format
+
+    def __call__(self, dataset_dict: dict) -> dict:
+        video_id = dataset_dict["video_id"]
+        h0, w0 = int(dataset_dict["height"]), int(dataset_dict["width"])
+        file_names = list(dataset_dict["file_names"])
+        length = int(dataset_dict.get("length", len(file_names)))
+        if len(file_names) != length:
+            raise ValueError(f"video_id {video_id}: {len(file_names)} file names for a video of length {length}")
+        return {
+            "video_id": video_id,
+            "height": h0,
+            "width": w0,
+            "length": length,
+            "file_names": file_names,
+            "frames": LazyVideoFrames(file_names, self.augmentations, self.image_format, video_id, (h0, w0)),
+        }

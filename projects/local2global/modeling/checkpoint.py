@@ -66,7 +66,7 @@ def _remap_hook(module: nn.Module, state_dict, prefix: str, *args, **kwargs) -> 
 
 def register_detrex_key_mapping(model: nn.Module) -> None:
     """Make ``model.load_state_dict`` accept detrex MaskDINO key names."""
-    model._register_load_state_dict_pre_hook(_remap_hook)
+    model.register_load_state_dict_pre_hook(_remap_hook)
 
 
 class Local2GlobalCheckpointer(DetectionCheckpointer):

@@ -224,11 +224,13 @@ class Local2Global(nn.Module):
 
         out = dec.decode(tgt, inverse_sigmoid(ref_boxes), bundle, mask_features)
         outputs.update(out.as_criterion_outputs())
-        new_boxes = mask2box(outputs["pred_masks"].detach(), fallback_boxes=ref_boxes.detach())
+        # detrex's mask2box gives a degenerate box for an empty interm mask at t = 0; clamping to [0, 1] (what
+        # the decoder sees after inverse_sigmoid) keeps the propagated boxes and g_pos well defined.
+        new_boxes = mask2box(outputs["pred_masks"].detach(), fallback_boxes=ref_boxes.detach().clamp(0.0, 1.0))
         return TrackState(out.hs_prenorm_last, new_boxes), outputs
 
     def _align(self, q_global: Tensor, ref_boxes: Tensor, selected) -> Tensor:
-        g_pos = self.decoder.query_pos(ref_boxes.detach())
+        g_pos = self.decoder.query_pos(ref_boxes.detach().clamp(0.0, 1.0))
         l_pos = None
         if self.aligner.needs_dynamic_local_pos:
             # Dynamic l_pos: the decoder's ref_point_head on the tokens' encoder-stage boxes (detached).

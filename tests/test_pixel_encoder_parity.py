@@ -60,6 +60,7 @@ def tiny(maskdino_reference_dir):
         "input": torch.load(ref / "tiny_input.pt", weights_only=True),
         "inter": torch.load(ref / "tiny_intermediates.pt", weights_only=True),
         "outputs": torch.load(ref / "tiny_outputs.pt", weights_only=True),
+        "input_dir": ref,
     }
 
 
@@ -199,3 +200,33 @@ def test_default_r50_backbone_and_encoder_match_detrex_layout(maskdino_reference
         assert ours == theirs, prefix
     assert sum(p.numel() for p in encoder.parameters()) == 14_055_424  # README section 1
     assert sum(p.numel() for p in backbone.parameters()) == 23_454_912
+
+
+def test_padding_masks_and_high2low_order(tiny):
+    backbone, encoder = tiny["backbone"], tiny["encoder"]
+    with torch.no_grad():
+        features = backbone(tiny["input"]["backbone_input"])
+        mask_none, ms_none = encoder.forward_features(features)
+        shapes = [m.shape[-2:] for m in ms_none]
+        no_pad = [torch.zeros(1, h, w, dtype=torch.bool) for h, w in shapes]
+        mask_zero, _ = encoder.forward_features(features, no_pad)
+        padded = [m.clone() for m in no_pad]
+        for m in padded:
+            m[:, :, -1:] = True  # last column padded on every level
+        mask_pad, ms_pad = encoder.forward_features(features, padded)
+    torch.testing.assert_close(mask_zero, mask_none, atol=0, rtol=0)  # all-False masks == no masks
+    assert (ms_pad[0] - ms_none[0]).abs().max() > 1e-3  # valid ratios < 1 move the reference points
+    with pytest.raises(ValueError, match="padding masks"):
+        encoder.forward_features(features, no_pad[:2])
+    with pytest.raises(KeyError, match="res2"):
+        encoder.forward_features({k: v for k, v in features.items() if k != "res2"})
+
+    cfg = json.loads((tiny["input_dir"] / "tiny_config.json").read_text())["resolved_config"]
+    kwargs = _encoder_kwargs(cfg["sem_seg_head"]["pixel_decoder"])
+    kwargs["feature_order"] = "high2low"
+    reversed_encoder = MaskDINOEncoder(**kwargs).eval()
+    with torch.no_grad():
+        mask_rev, ms_rev = reversed_encoder.forward_features(features)
+    # encoder levels now run from low to high resolution: [extra, res5, res4, res3]
+    assert [tuple(m.shape[-2:]) for m in ms_rev] == [(2, 3), (4, 5), (8, 10), (16, 20)]
+    assert mask_rev.shape == (1, 64, 32, 40)

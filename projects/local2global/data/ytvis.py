@@ -68,9 +68,9 @@ def datasets_root() -> str:
 
 
 def synthetic_root(root: Optional[str] = None) -> str:
-    """``$L2G_SYNTHETIC_ROOT`` or ``<root or datasets_root()>/synthetic_vis``."""
+    """``$L2G_SYNTHETIC_ROOT`` when set, else ``<root or datasets_root()>/synthetic_vis``."""
     env = os.environ.get("L2G_SYNTHETIC_ROOT")
-    if env and root is None:
+    if env:
         return env
     return os.path.join(root if root is not None else datasets_root(), "synthetic_vis")
 
@@ -302,7 +302,8 @@ def register_all_builtin(root: Optional[str] = None, synthetic: Optional[str] = 
 
     Args:
         root: datasets root (default :func:`datasets_root`).
-        synthetic: synthetic dataset root (default :func:`synthetic_root` of ``root``).
+        synthetic: synthetic dataset root (default :func:`synthetic_root` of ``root``: ``$L2G_SYNTHETIC_ROOT``
+            when set, else ``<root>/synthetic_vis``).
     """
     from detectron2.data import DatasetCatalog, MetadataCatalog
 

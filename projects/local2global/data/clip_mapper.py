@@ -54,6 +54,7 @@ __all__ = [
     "read_frame",
     "sample_frame_indices",
     "seeded_global_numpy",
+    "seeded_rng",
     "clip_instances",
 ]
 
@@ -100,6 +101,21 @@ def seeded_global_numpy(rng: Optional[np.random.Generator]):
 def _default_rng(rng: Optional[np.random.Generator]) -> np.random.Generator:
     """``rng``, or a generator drawn from numpy's global RNG (so detectron2's worker seeding applies)."""
     return rng if rng is not None else np.random.default_rng(np.random.randint(0, 2**31 - 1))
+
+
+def seeded_rng(seed: int, call_index: int) -> np.random.Generator:
+    """The generator of sample ``call_index`` of a mapper constructed with ``seed``.
+
+    The data-loader worker id and the process rank are part of the seed, so parallel copies of one mapper
+    (one per worker and process) draw different samples.
+    """
+    import torch.utils.data
+
+    from detectron2.utils import comm
+
+    info = torch.utils.data.get_worker_info()
+    worker = info.id if info is not None else 0
+    return np.random.default_rng([int(seed), comm.get_rank(), worker, int(call_index)])
 
 
 def sample_frame_indices(length: int, num_frames: int, frame_range: int, rng: np.random.Generator,
@@ -183,7 +199,8 @@ class VideoClipDatasetMapper:
         sampling_frame_range: half-width of the window around the reference frame.
         sampling_frame_shuffle: shuffle the sampled frames instead of sorting them.
         image_format: ``"RGB"`` (default, MaskDINO's normalisation) or ``"BGR"``.
-        seed: if given, sample ``i`` of this mapper (in call order) uses ``default_rng([seed, i])``.
+        seed: if given, sample ``i`` of this mapper (in call order) uses :func:`seeded_rng` ``(seed, i)``
+            (reproducible for a fixed number of workers and processes).
     """
 
     def __init__(self, augmentations: Sequence[T.Augmentation] = (), num_frames: int = 4,
@@ -203,7 +220,7 @@ class VideoClipDatasetMapper:
 
     def _next_rng(self, rng: Optional[np.random.Generator]) -> Optional[np.random.Generator]:
         if rng is None and self.seed is not None:
-            rng = np.random.default_rng([int(self.seed), self._calls])
+            rng = seeded_rng(self.seed, self._calls)
         self._calls += 1
         return rng
 

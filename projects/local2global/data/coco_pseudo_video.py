@@ -31,6 +31,7 @@ from local2global.data.clip_mapper import (
     clip_instances,
     read_frame,
     seeded_global_numpy,
+    seeded_rng,
 )
 
 logger = logging.getLogger(__name__)
@@ -86,7 +87,8 @@ class CocoPseudoVideoMapper:
         max_rotation: maximum rotation in degrees.
         max_translation: maximum shift as a fraction of the output size.
         image_format: ``"RGB"`` or ``"BGR"``.
-        seed: if given, sample ``i`` (in call order) uses ``default_rng([seed, i])``.
+        seed: if given, sample ``i`` (in call order) uses
+            :func:`~local2global.data.clip_mapper.seeded_rng` ``(seed, i)``.
     """
 
     def __init__(self, num_frames: int = 4, image_size: Union[None, int, Sequence[int]] = None,
@@ -120,7 +122,7 @@ class CocoPseudoVideoMapper:
 
     def __call__(self, dataset_dict: dict, rng: Optional[np.random.Generator] = None) -> dict:
         if rng is None and self.seed is not None:
-            rng = np.random.default_rng([int(self.seed), self._calls])
+            rng = seeded_rng(self.seed, self._calls)
         self._calls += 1
         image_id = dataset_dict.get("image_id", -1)
         h0, w0 = int(dataset_dict["height"]), int(dataset_dict["width"])

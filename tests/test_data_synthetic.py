@@ -17,6 +17,7 @@ from local2global.data.synthetic import (
 )
 from local2global.data.ytvis import load_ytvis_json
 from local2global.evaluation.results_io import load_ground_truth
+from local2global.evaluation.ytvis import evaluate_ytvis
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -107,9 +108,13 @@ def test_official_format_and_pycocotools_round_trip(small_root):
                 assert list(mask_utils.toBbox(rle)) == box
                 # uncompressed RLE round trip through our encoder
                 assert mask_to_uncompressed_rle(m.astype(bool)) == seg
-        # the evaluator's strict ground-truth parser accepts it
+        # the evaluator's strict ground-truth parser accepts it, and the ground truth scores itself perfectly
         gt = load_ground_truth(os.path.join(small_root, f"{split}.json"))
         assert gt.has_annotations and len(gt.tracks) == len(data["annotations"])
+        perfect = [{"video_id": a["video_id"], "category_id": a["category_id"], "score": 0.5 + 0.01 * (i % 7),
+                    "segmentations": a["segmentations"]} for i, a in enumerate(data["annotations"])]
+        res = evaluate_ytvis(os.path.join(small_root, f"{split}.json"), perfect)
+        assert res["AP"] == pytest.approx(1.0) and res["AR10"] == pytest.approx(1.0)
 
 
 def test_content_properties(small_root):
@@ -234,3 +239,20 @@ def test_cli_and_default_dataset_is_fast(tmp_path):
     assert elapsed < 60, elapsed
     assert stamp["stats"]["train"]["videos"] == 34 and stamp["stats"]["valid"]["videos"] == 8
     assert max(v["length"] for v in _read(str(tmp_path / "default"), "train")["videos"]) == 120
+
+
+def test_concurrent_callers_keep_the_first_complete_dataset(tmp_path, monkeypatch):
+    root = str(tmp_path / "ds")
+    kwargs = dict(SMALL, num_train=2, num_valid=1, num_long=0)
+    real = synthetic._write_split
+    state = {"raced": False}
+
+    def competitor_finishes_first(tmp_root, split, cfg, split_seed):
+        if not state["raced"]:
+            state["raced"] = True
+            make_synthetic_vis(root, **kwargs)  # another process completes while we are still writing
+        return real(tmp_root, split, cfg, split_seed)
+
+    monkeypatch.setattr(synthetic, "_write_split", competitor_finishes_first)
+    assert ensure_synthetic_vis(root, **kwargs) == os.path.abspath(root)
+    assert synthetic.is_complete(root) and os.listdir(tmp_path) == ["ds"]

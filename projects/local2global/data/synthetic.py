@@ -272,7 +272,7 @@ def _render_video(rng: np.random.Generator, length: int, cfg: SyntheticVISConfig
     anchor = (rng.uniform(0.3, 0.7) * w, rng.uniform(0.3, 0.7) * h, int(rng.integers(length)))
     objects = []
     for k in range(n_obj):
-        enters = n_obj >= 2 and k == n_obj - 1 and n_obj != 2
+        enters = n_obj >= 3 and k == n_obj - 1  # objects 0 and 1 cross; the last of 3+ enters the frame
         objects.append(_Object(rng, int(classes[k]), length, h, w, unit, anchor if k < 2 else None, enters))
     depth = rng.permutation(n_obj)  # depth[k]: painting rank of object k (0 = farthest)
     order = np.argsort(depth)
@@ -424,16 +424,21 @@ def make_synthetic_vis(root: str, overwrite: bool = False, **kwargs) -> dict:
 
 def _move_into_place(tmp: str, root: str, overwrite: bool) -> None:
     """Rename the finished ``tmp`` folder to ``root`` (replacing an old one only when ``overwrite``)."""
-    if os.path.exists(root):
-        if not overwrite:
-            raise FileExistsError(f"synthetic dataset root {root!r} appeared while generating")
+    if os.path.exists(root) and overwrite:
         old = tempfile.mkdtemp(prefix=f".{os.path.basename(root)}.old-", dir=os.path.dirname(root))
         os.rmdir(old)
         os.rename(root, old)
         os.rename(tmp, root)
         shutil.rmtree(old, ignore_errors=True)
-    else:
+        return
+    try:
+        if os.path.exists(root):
+            raise FileExistsError(root)
         os.rename(tmp, root)
+    except OSError as e:  # another process finished first (rename onto a non-empty folder fails)
+        if os.path.exists(root):
+            raise FileExistsError(f"synthetic dataset root {root!r} appeared while generating") from e
+        raise
 
 
 def ensure_synthetic_vis(root: str, **kwargs) -> str:

@@ -21,6 +21,7 @@ from local2global.data.build import (
     MixedSourceSampler,
     build_video_test_loader,
     build_video_train_loader,
+    filter_images_by_category,
     get_video_dicts,
 )
 from local2global.data.clip_mapper import (
@@ -380,3 +381,17 @@ def test_loaders_on_registered_synthetic_data(root):
         assert first["video_id"] == valid[0]["video_id"] and len(list(first["frames"])) == first["length"]
     finally:
         register_all_builtin()
+
+
+def test_filter_images_by_category():
+    imgs = [
+        {"image_id": 1, "annotations": [{"category_id": 10, "iscrowd": 0}]},                 # fire hydrant only
+        {"image_id": 2, "annotations": [{"category_id": 16, "iscrowd": 0}]},                 # dog
+        {"image_id": 3, "annotations": [{"category_id": 0, "iscrowd": 1}]},                  # crowd person only
+        {"image_id": 4, "annotations": []},
+        {"image_id": 5, "annotations": [{"category_id": 10, "iscrowd": 0}, {"category_id": 0, "iscrowd": 0}]},
+    ]
+    assert [d["image_id"] for d in filter_images_by_category(imgs, "ytvis_2019")] == [2, 5]
+    assert [d["image_id"] for d in filter_images_by_category(imgs, {10: 0})] == [1, 5]
+    with pytest.raises(ValueError, match="no image"):
+        filter_images_by_category(imgs[:1], "ovis")

@@ -9,6 +9,7 @@ from local2global.data.build import (
     MixedSourceSampler,
     build_video_test_loader,
     build_video_train_loader,
+    filter_images_by_category,
     get_video_dicts,
 )
 from local2global.data.categories import (
@@ -44,6 +45,7 @@ from local2global.data.ytvis import (
 
 __all__ = [
     "MixedSourceSampler", "build_video_test_loader", "build_video_train_loader", "get_video_dicts",
+    "filter_images_by_category",
     "COCO_TO_OVIS", "COCO_TO_YTVIS_2019", "COCO_TO_YTVIS_2021", "OVIS_CATEGORIES", "SYNTHETIC_VIS_CATEGORIES",
     "YTVIS_2019_CATEGORIES", "YTVIS_2021_CATEGORIES", "YTVIS_2022_CATEGORIES", "coco_category_map",
     "get_categories", "thing_classes", "thing_dataset_id_to_contiguous_id", "vis_metadata",

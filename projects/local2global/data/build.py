@@ -6,7 +6,8 @@ All functions are LazyCall-able, e.g. in a config::
         dataset=L(get_video_dicts)(names="ytvis_2019_train"),
         mapper=L(VideoClipDatasetMapper)(augmentations=[...], num_frames=4),
         total_batch_size=8,
-        pseudo_dataset=L(get_video_dicts)(names="coco_2017_train"),   # any list of COCO dicts
+        pseudo_dataset=L(filter_images_by_category)(
+            dataset_dicts=L(get_video_dicts)(names="coco_2017_train"), category_map="ytvis_2019"),
         pseudo_mapper=L(CocoPseudoVideoMapper)(num_frames=4, category_map="ytvis_2019"),
         pseudo_ratio=0.25,
     )
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from typing import Callable, Iterator, List, Optional, Sequence, Union
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 import torch.utils.data as torchdata
@@ -31,9 +32,17 @@ from detectron2.data.common import DatasetFromList, MapDataset
 from detectron2.data.samplers import TrainingSampler
 from detectron2.utils import comm
 
+from local2global.data.categories import coco_category_map
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["get_video_dicts", "build_video_train_loader", "build_video_test_loader", "MixedSourceSampler"]
+__all__ = [
+    "get_video_dicts",
+    "filter_images_by_category",
+    "build_video_train_loader",
+    "build_video_test_loader",
+    "MixedSourceSampler",
+]
 
 
 def get_video_dicts(names: Union[str, Sequence[str]]) -> List[dict]:
@@ -52,6 +61,31 @@ def get_video_dicts(names: Union[str, Sequence[str]]) -> List[dict]:
             raise ValueError(f"dataset {name!r} is empty")
         logger.info("dataset %s: %d entries", name, len(dicts))
         out.extend(dicts)
+    return out
+
+
+def filter_images_by_category(dataset_dicts: Sequence[dict], category_map: Union[str, Dict[int, int]],
+                              category_id_source: str = "contiguous") -> List[dict]:
+    """Keep the image dicts (COCO format) with at least one non-crowd object of a mapped category.
+
+    Use it on the pseudo-video source so that every pseudo clip has targets, e.g.
+    ``L(filter_images_by_category)(dataset_dicts=L(get_video_dicts)(names="coco_2017_train"),
+    category_map="ytvis_2019")``.
+
+    Args:
+        dataset_dicts: ``load_coco_json``-style dicts.
+        category_map: as :class:`~local2global.data.coco_pseudo_video.CocoPseudoVideoMapper`'s (a vocabulary
+            name or ``{category id: target id}``).
+        category_id_source: ``"contiguous"`` or ``"dataset"`` ids in the dicts (with a vocabulary name).
+    """
+    if isinstance(category_map, str):
+        category_map = coco_category_map(category_map, category_id_source)
+    keys = {int(k) for k in category_map}
+    out = [d for d in dataset_dicts
+           if any(not o.get("iscrowd", 0) and int(o["category_id"]) in keys for o in d.get("annotations") or [])]
+    logger.info("kept %d of %d images with objects of the target categories", len(out), len(dataset_dicts))
+    if not out:
+        raise ValueError("no image has an object of the target categories (wrong category_id_source?)")
     return out
 
 

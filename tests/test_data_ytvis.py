@@ -1,6 +1,5 @@
 """YouTube-VIS / OVIS categories, the validating JSON loader, and dataset registration."""
 
-import copy
 import json
 import os
 import shutil

@@ -275,9 +275,11 @@ def builtin_splits(root: Optional[str] = None) -> Dict[str, tuple]:
     j = os.path.join
     out = {}
     for year, cats in (("2019", YTVIS_2019_CATEGORIES), ("2021", YTVIS_2021_CATEGORIES)):
-        out[f"ytvis_{year}_train"] = (cats, j(root, f"ytvis_{year}", "train.json"), j(root, f"ytvis_{year}", "train", "JPEGImages"))
-        out[f"ytvis_{year}_val"] = (cats, j(root, f"ytvis_{year}", "valid.json"), j(root, f"ytvis_{year}", "valid", "JPEGImages"))
-    out["ytvis_2022_val"] = (YTVIS_2022_CATEGORIES, j(root, "ytvis_2022", "valid.json"), j(root, "ytvis_2022", "valid", "JPEGImages"))
+        base = j(root, f"ytvis_{year}")
+        out[f"ytvis_{year}_train"] = (cats, j(base, "train.json"), j(base, "train", "JPEGImages"))
+        out[f"ytvis_{year}_val"] = (cats, j(base, "valid.json"), j(base, "valid", "JPEGImages"))
+    y22 = j(root, "ytvis_2022")
+    out["ytvis_2022_val"] = (YTVIS_2022_CATEGORIES, j(y22, "valid.json"), j(y22, "valid", "JPEGImages"))
     out["ovis_train"] = (OVIS_CATEGORIES, j(root, "ovis", "annotations", "train.json"), j(root, "ovis", "train"))
     out["ovis_val"] = (OVIS_CATEGORIES, j(root, "ovis", "annotations", "valid.json"), j(root, "ovis", "valid"))
     return out

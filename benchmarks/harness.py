@@ -27,6 +27,8 @@ CACHE_DIR = ROOT / "benchmarks" / "cache"
 
 CASES: Dict[str, Callable[[bool], dict]] = {}
 CASE_DOCS: Dict[str, str] = {}
+RENDERERS: Dict[str, Callable[[dict], str]] = {}
+HEADLINES: Dict[str, Callable[[dict], str]] = {}
 
 
 def register(name: str):
@@ -35,6 +37,26 @@ def register(name: str):
     def deco(fn):
         CASES[name] = fn
         CASE_DOCS[name] = (fn.__doc__ or "").strip()
+        return fn
+
+    return deco
+
+
+def renderer(name: str):
+    """Decorator: register ``fn(record) -> markdown`` that renders case ``name``'s cached record in RESULTS.md."""
+
+    def deco(fn):
+        RENDERERS[name] = fn
+        return fn
+
+    return deco
+
+
+def headline(name: str):
+    """Decorator: register ``fn(record) -> str``, a one-line headline of case ``name`` for RESULTS.md's top."""
+
+    def deco(fn):
+        HEADLINES[name] = fn
         return fn
 
     return deco

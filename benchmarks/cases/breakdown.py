@@ -1,0 +1,211 @@
+"""Item 2: where a frame's time goes (R-50, N=300, 360×640, frame t > 0 of the full model), and its FLOPs.
+
+Parts, timed separately on the same frame (median of several runs after a warm-up):
+
+* ``backbone``        ResNet-50 (``model.backbone``);
+* ``pixel encoder``   MaskDINOEncoder: 6 deformable-attention layers + extra level + FPN mask features;
+* ``query selection`` decoder memory flattening + two-stage token head + top-K selection;
+* ``aligner``         L2G-aligner (g_pos embedding + 3 layers);
+* ``decoder``         9 deformable decoder layers + heads on every stage + Mask2Box of the final masks;
+* ``post-processing`` the streaming post-processor: mask upsampling to 360×640, thresholding, RLE.
+
+FLOPs per part are fvcore's ``FlopCountAnalysis`` totals (fvcore counts one fused multiply-add as one flop,
+so FLOPs = 2 × fvcore's count); operators fvcore does not know (``grid_sample`` of the deformable attention,
+``topk``, ...) are listed as uncounted. The achieved FLOP/s of each part is set against this machine's dense
+float32 matmul FLOP/s (``torch.mm`` of 2048×2048 matrices with the same thread count: the practical ceiling).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Dict
+
+import torch
+from torch import nn
+
+from benchmarks.harness import median_time, register, renderer, headline
+
+from ._common import build_model, device, load_average, synthetic_frame
+
+logger = logging.getLogger(__name__)
+
+PARTS = ["backbone", "pixel encoder", "query selection", "aligner", "decoder", "post-processing"]
+
+
+def matmul_flops(n: int = 2048, repeats: int = 5) -> float:
+    a = torch.randn(n, n, device=device())
+    b = torch.randn(n, n, device=device())
+    t = median_time(lambda: torch.mm(a, b), repeats=repeats, warmup=2)
+    return 2.0 * n ** 3 / t
+
+
+class _Backbone(nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.m = model
+
+    def forward(self, x):
+        f = self.m.backbone(x)
+        return tuple(f[k] for k in ("res2", "res3", "res4", "res5"))
+
+
+class _PixelEncoder(nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.m = model
+
+    def forward(self, res2, res3, res4, res5):
+        mf, ms = self.m.pixel_decoder.forward_features({"res2": res2, "res3": res3, "res4": res4, "res5": res5})
+        return (mf, *ms)
+
+
+class _QuerySelection(nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.m = model
+
+    def forward(self, *ms):
+        dec = self.m.decoder
+        bundle = dec.prepare_memory(list(ms))
+        om, lg, co = dec.encode_tokens(bundle)
+        sel = self.m.query_selector(om, lg, co)
+        return sel.queries, sel.coords_unsig
+
+
+class _Aligner(nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.m = model
+
+    def forward(self, q_global, q_local, boxes):
+        g_pos = self.m.decoder.query_pos(boxes)
+        return self.m.aligner(q_global, q_local, g_pos, None)
+
+
+class _Decoder(nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.m = model
+
+    def forward(self, tgt, ref_unsig, mask_features, *ms):
+        dec = self.m.decoder
+        bundle = dec.prepare_memory(list(ms))
+        out = dec.decode(tgt, ref_unsig, bundle, mask_features)
+        return out.pred_logits[-1], out.pred_masks[-1], out.hs_prenorm_last
+
+
+def _flops(module: nn.Module, inputs) -> Dict:
+    from fvcore.nn import FlopCountAnalysis
+
+    try:
+        fca = FlopCountAnalysis(module, inputs)
+        fca.unsupported_ops_warnings(False)
+        fca.uncalled_modules_warnings(False)
+        total = fca.total()
+        return {"flops": 2.0 * total, "uncounted_ops": dict(fca.unsupported_ops())}
+    except Exception as e:  # noqa: BLE001 - tracing can fail on data-dependent code; report it
+        logger.warning("fvcore failed on %s: %r", type(module).__name__, e)
+        return {"flops": None, "error": repr(e)[:300]}
+
+
+@register("breakdown")
+def case_breakdown(quick: bool) -> dict:
+    """Per-part time split and fvcore FLOPs of one R-50 frame (t > 0), vs this machine's matmul FLOP/s."""
+    from local2global.modeling.box_ops import inverse_sigmoid, mask2box
+
+    h, w = 360, 640
+    repeats = 1 if quick else 3
+    model = build_model("r50")
+    size = (h, w)
+    f0, f1 = synthetic_frame(0, h, w).to(device()), synthetic_frame(1, h, w).to(device())
+    load_before = load_average()
+    times: Dict[str, float] = {}
+    flops: Dict[str, Dict] = {}
+    with torch.no_grad():
+        state, _ = model.process_frame(None, f0, size)
+        images = model.preprocess([f1])
+        x = images.tensor
+        feats = model.backbone(x)
+        times["backbone"] = median_time(lambda: model.backbone(x), repeats, warmup=0)
+        mf, ms = model.pixel_decoder.forward_features(feats)
+        times["pixel encoder"] = median_time(lambda: model.pixel_decoder.forward_features(feats), repeats, warmup=0)
+        qs = _QuerySelection(model)
+        q_local, coords = qs(*ms)
+        times["query selection"] = median_time(lambda: qs(*ms), repeats, warmup=0)
+        al = _Aligner(model)
+        boxes = state.boxes.clamp(0, 1)
+        times["aligner"] = median_time(lambda: al(state.queries, q_local, boxes), max(3, repeats), warmup=1)
+        tgt = al(state.queries, q_local, boxes)
+        dec = _Decoder(model)
+        ref = inverse_sigmoid(boxes)
+
+        def run_dec():
+            lg, mk, hs = dec(tgt, ref, mf, *ms)
+            mask2box(mk, fallback_boxes=boxes)
+            return lg, mk
+
+        times["decoder"] = median_time(run_dec, repeats, warmup=0)
+        logits, masks = run_dec()
+        pp = model.postprocessor
+        padded = tuple(x.shape[-2:])
+
+        def post():
+            pp.reset()
+            pp.update(logits[0], masks[0], padded, images.image_sizes[0], size)
+
+        times["post-processing"] = median_time(post, max(3, repeats), warmup=1)
+        # whole frame for reference (the parts should add up to about this)
+        model.postprocessor.reset()
+        times["whole frame (process_frame)"] = median_time(lambda: model.process_frame(state, f1, size), repeats,
+                                                           warmup=0)
+        flops["backbone"] = _flops(_Backbone(model), (x,))
+        flops["pixel encoder"] = _flops(_PixelEncoder(model), tuple(feats[k] for k in ("res2", "res3", "res4", "res5")))
+        flops["query selection"] = _flops(qs, tuple(ms))
+        flops["aligner"] = _flops(al, (state.queries, q_local, boxes))
+        flops["decoder"] = _flops(dec, (tgt, ref, mf, *ms))
+        flops["post-processing"] = {"flops": None, "note": "interpolation, threshold and RLE: not counted"}
+    torch_threads = torch.get_num_threads()
+    mm = matmul_flops(repeats=3 if quick else 7)
+    return {"resolution": [h, w], "num_queries": 300, "repeats": repeats, "times_s": times, "flops": flops,
+            "matmul_flops_per_s": mm, "threads": torch_threads, "load_avg_before": load_before,
+            "load_avg_after": load_average()}
+
+
+@renderer("breakdown")
+def render_breakdown(rec: dict) -> str:
+    f = rec["figures"]
+    t, fl, mm = f["times_s"], f["flops"], f["matmul_flops_per_s"]
+    total = sum(t[p] for p in PARTS)
+    rows = ["| part | s / frame | share | GFLOPs | achieved GFLOP/s | % of matmul peak | uncounted ops |",
+            "|---|---:|---:|---:|---:|---:|---|"]
+    tot_flops = 0.0
+    for p in PARTS:
+        g = fl.get(p, {}).get("flops")
+        tot_flops += g or 0.0
+        unc = ", ".join(f"{k} ×{v}" for k, v in sorted(fl.get(p, {}).get("uncounted_ops", {}).items())) or "-"
+        if fl.get(p, {}).get("error"):
+            unc = "fvcore failed: " + fl[p]["error"][:80]
+        if fl.get(p, {}).get("note"):
+            unc = fl[p]["note"]
+        rate = (g / t[p]) if g else None
+        rows.append(f"| {p} | {t[p]:.3f} | {100 * t[p] / total:.1f}% | {g / 1e9:.2f} | {rate / 1e9:.1f} | "
+                    f"{100 * rate / mm:.0f}% | {unc} |" if g else
+                    f"| {p} | {t[p]:.3f} | {100 * t[p] / total:.1f}% | - | - | - | {unc} |")
+    rows.append(f"| **sum of parts** | **{total:.3f}** | 100% | **{tot_flops / 1e9:.2f}** | "
+                f"{tot_flops / total / 1e9:.1f} | {100 * tot_flops / total / mm:.0f}% | |")
+    lines = rows + ["", f"* Whole frame (`process_frame`, same input): {t['whole frame (process_frame)']:.3f} s.",
+                    f"* Dense float32 matmul (2048², {f['threads']} threads): **{mm / 1e9:.1f} GFLOP/s** (the ceiling).",
+                    "* FLOPs = 2 × fvcore's multiply-add count; the deformable-attention sampling (`grid_sample`) is "
+                    "not counted by fvcore, so the encoder/decoder rates are lower bounds.",
+                    f"* Load average before / after: {f['load_avg_before']} / {f['load_avg_after']}."]
+    return "\n".join(lines)
+
+
+@headline("breakdown")
+def headline_breakdown(rec: dict) -> str:
+    t = rec["figures"]["times_s"]
+    total = sum(t[p] for p in PARTS)
+    top = sorted(PARTS, key=lambda p: -t[p])[:2]
+    return ("Time split (R-50, 360×640, t > 0): " + ", ".join(f"{p} {100 * t[p] / total:.0f}%" for p in top)
+            + f", aligner {100 * t['aligner'] / total:.1f}% of {total:.2f} s.")

@@ -1,0 +1,138 @@
+"""scripts/sweep.py: grids, run names, skipping finished runs, the Markdown table and the bar chart."""
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.timeout(120)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def sweep():
+    spec = importlib.util.spec_from_file_location("l2g_sweep_script", REPO / "scripts" / "sweep.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def fake_run(run_dir: Path, ap: float, finished: bool = True):
+    run_dir.mkdir(parents=True, exist_ok=True)
+    rows = [{"iteration": 0, "total_loss": 3.0}, {"iteration": 1, "total_loss": 2.0}]
+    if finished:
+        rows.append({"iteration": 2, "segm/AP": ap, "segm/AP50": ap + 10, "segm/AR10": ap + 1})
+        (run_dir / "model_final.pth").write_bytes(b"x")
+        (run_dir / "last_checkpoint").write_text("model_final.pth")
+    else:
+        (run_dir / "model_0000000.pth").write_bytes(b"x")
+        (run_dir / "last_checkpoint").write_text("model_0000000.pth")
+    (run_dir / "metrics.json").write_text("\n".join(json.dumps(r) for r in rows) + "\n{\"iteration\": 3, \"tot")
+
+
+def test_grid_product_and_names(sweep):
+    grid = sweep.parse_grid_args(["model.aligner.dim_feedforward=64,128", "train.milestones=[0.5],[0.25,0.75]"])
+    runs = sweep.grid_runs(grid)
+    assert [o for _, o in runs] == [
+        ["model.aligner.dim_feedforward=64", "train.milestones=[0.5]"],
+        ["model.aligner.dim_feedforward=64", "train.milestones=[0.25,0.75]"],
+        ["model.aligner.dim_feedforward=128", "train.milestones=[0.5]"],
+        ["model.aligner.dim_feedforward=128", "train.milestones=[0.25,0.75]"],
+    ]
+    assert runs[0][0] == "dim_feedforward-64__milestones-_0.5_"
+    assert len({n for n, _ in runs}) == 4
+    with pytest.raises(ValueError, match="key=v1,v2"):
+        sweep.parse_grid_args(["novalues"])
+
+
+def test_predefined_tables_cover_the_paper_rows(sweep):
+    assert [n for n, _ in sweep.TABLES["3"]] == ["baseline", "aligner", "aligner_trajectory"]
+    assert sweep.TABLES["3"][0][1] == ["model.aligner=null"]
+    assert [o[0] for _, o in sweep.TABLES["5"]] == [f"model.aligner.dim_feedforward={w}" for w in (512, 1024, 2048)]
+    assert {o[0] for _, o in sweep.TABLES["6"]} == {
+        "model.aligner.local_pos=static", "model.aligner.local_pos=dynamic",
+        "model.criterion.reduced_supervision=true", "model.criterion.reduced_supervision=false"}
+
+
+def test_grid_file(sweep, tmp_path):
+    f = tmp_path / "g.yaml"
+    f.write_text("grid:\n  optimizer.lr: [1.0e-4, 2.0e-4]\nruns:\n  nolign: [model.aligner=null]\n"
+                 "overrides: [train.max_iter=3]\n")
+    runs, common = sweep.load_grid_file(str(f))
+    assert [n for n, _ in runs] == ["lr-0.0001", "lr-0.0002", "nolign"] and common == ["train.max_iter=3"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("grdi: {a: [1]}\n")
+    with pytest.raises(ValueError, match="grid"):
+        sweep.load_grid_file(str(bad))
+
+
+def test_finished_marker_and_final_metrics(sweep, tmp_path):
+    fake_run(tmp_path / "a", 12.5)
+    fake_run(tmp_path / "b", 0.0, finished=False)
+    assert sweep.is_finished(str(tmp_path / "a")) and not sweep.is_finished(str(tmp_path / "b"))
+    assert sweep.read_final_metrics(str(tmp_path / "a")) == {"segm/AP": 12.5, "segm/AP50": 22.5, "segm/AR10": 13.5}
+    assert sweep.read_final_metrics(str(tmp_path / "b")) is None
+
+
+def test_main_skips_finished_runs_and_reports(sweep, tmp_path, monkeypatch):
+    pytest.importorskip("local2global.modeling.decoder")
+    pytest.importorskip("local2global.data.build")
+    out = tmp_path / "sw"
+    fake_run(out / "dim_feedforward-64", 31.25)
+    calls = []
+
+    def fake_run_one(args, name, overrides, common):
+        calls.append((name, overrides, common))
+        fake_run(out / name, 7.5)
+        return 0
+
+    monkeypatch.setattr(sweep, "run_one", fake_run_one)
+    rc = sweep.main(["--grid", "model.aligner.dim_feedforward=64,96", "--config-file",
+                     "configs/local2global_tiny_synthetic.py", "--out", str(out), "train.max_iter=2"])
+    assert rc == 0
+    # the run named like the finished folder is skipped; the other one runs with the common override
+    assert calls == [("dim_feedforward-96", ["model.aligner.dim_feedforward=96"], ["train.max_iter=2"])]
+    md = (out / "results.md").read_text()
+    assert "| dim_feedforward-96 | `model.aligner.dim_feedforward=96` | 7.5 | 17.5 | 8.5 | ok |" in md
+    assert "| dim_feedforward-64 | `model.aligner.dim_feedforward=64` | 31.2 | 41.2 | 32.2 | skipped (done) |" in md
+    rows = json.loads((out / "results.json").read_text())
+    assert [r["run"] for r in rows] == ["dim_feedforward-64", "dim_feedforward-96"]
+    png = (out / "results.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000
+
+
+def test_main_rejects_bad_override_before_running(sweep, tmp_path, monkeypatch):
+    pytest.importorskip("local2global.modeling.decoder")
+    pytest.importorskip("local2global.data.build")
+    monkeypatch.setattr(sweep, "run_one", lambda *a: pytest.fail("must not run"))
+    with pytest.raises(SystemExit, match="dim_feedfoward"):
+        sweep.main(["--grid", "model.aligner.dim_feedfoward=64", "--config-file",
+                    "configs/local2global_tiny_synthetic.py", "--out", str(tmp_path)])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_real_two_run_grid_on_the_tiny_config(sweep, tmp_path, monkeypatch):
+    pytest.importorskip("local2global.modeling.decoder")
+    pytest.importorskip("local2global.data.build")
+    monkeypatch.setenv("L2G_SYNTHETIC_ROOT", str(tmp_path / "syn"))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    from local2global.data.synthetic import ensure_synthetic_vis
+
+    ensure_synthetic_vis(str(tmp_path / "syn"), num_train=4, num_valid=2, min_length=4, max_length=6, num_long=0)
+    out = tmp_path / "sweep"
+    argv = ["--grid", "model.criterion.reduced_supervision=true,false", "--config-file",
+            "configs/local2global_tiny_synthetic.py", "--out", str(out), "train.max_iter=1", "train.device=cpu",
+            "dataloader.train.total_batch_size=1"]
+    assert sweep.main(argv) == 0
+    for name in ("reduced_supervision-true", "reduced_supervision-false"):
+        assert sweep.is_finished(str(out / name))
+    md = (out / "results.md").read_text()
+    assert md.count("| ok |") == 2 and (out / "results.png").is_file()
+    mtime = os.path.getmtime(out / "reduced_supervision-true" / "model_final.pth")
+    assert sweep.main(argv) == 0  # second call: both skipped
+    assert os.path.getmtime(out / "reduced_supervision-true" / "model_final.pth") == mtime
+    assert (out / "results.md").read_text().count("skipped (done)") == 2

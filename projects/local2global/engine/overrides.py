@@ -53,7 +53,9 @@ def parse_overrides(overrides: Sequence[str]) -> List[Tuple[str, Any, str]]:
     overrides = list(overrides or [])
     for o in overrides:
         if "=" not in o and not o.startswith("~"):
-            raise OverrideError(f"override {o!r} is not of the form key=value")
+            hint = " (command-line options such as --resume must come before the overrides)" \
+                if o.startswith("--") else ""
+            raise OverrideError(f"override {o!r} is not of the form key=value{hint}")
     try:
         from hydra.core.override_parser.overrides_parser import OverridesParser
     except ImportError:  # pragma: no cover - hydra-core is a pinned dependency

@@ -58,7 +58,12 @@ def _run(cmd: List[str], log_file: Path, env: Dict[str, str]) -> None:
 
 
 def _read_final_metrics(run_dir: Path) -> Optional[Dict[str, float]]:
-    """The last evaluation entry of a run's ``metrics.json`` (detectron2 JSONWriter), or ``None``."""
+    """``eval_results.json`` of an ``--eval-only`` run, else the last evaluation entry of ``metrics.json``."""
+    ev = run_dir / "eval_results.json"
+    if ev.is_file():
+        res = json.loads(ev.read_text())
+        res = res.get("segm", res)
+        return {k: float(res[k]) for k in REPORTED if k in res}
     path = run_dir / "metrics.json"
     if not path.is_file():
         return None
@@ -111,9 +116,10 @@ def main(argv=None) -> int:
     # 1. data
     t0 = time.time()
     from local2global.data import ensure_synthetic_vis  # noqa: E402  (after the env is set)
+    from local2global.data.ytvis import synthetic_root  # noqa: E402
 
     os.environ["DETECTRON2_DATASETS"] = env["DETECTRON2_DATASETS"]
-    data_root = ensure_synthetic_vis(Path(env["DETECTRON2_DATASETS"]) / "synthetic_vis")
+    data_root = Path(ensure_synthetic_vis(synthetic_root()))
     timings["data"] = time.time() - t0
     logger.info("synthetic dataset ready at %s (%.1f s)", data_root, timings["data"])
 

@@ -2,6 +2,10 @@
 AdamW 5e-5, 120k iterations, drop at 0.5, batch 8, clip 0.01, from phase 1), test top-k 20.
 """
 
+from detectron2.config import LazyCall as L
+
+from local2global.data import filter_images_by_category
+
 from .common.data.coco_pseudo import dataloader as _coco
 from .common.data.ovis import dataloader
 from .common.optim import optimizer
@@ -12,7 +16,10 @@ from .models.local2global_r50 import model
 model.num_classes = 25
 model.postprocessor.test_topk = 20
 
-dataloader.train.pseudo_dataset = _coco.train.dataset
+# (COCO images without an object of the target vocabulary are dropped, so every pseudo clip has targets)
+dataloader.train.pseudo_dataset = L(filter_images_by_category)(
+    dataset_dicts=_coco.train.dataset, category_map="${..pseudo_mapper.category_map}"
+)
 dataloader.train.pseudo_mapper = _coco.train.mapper
 dataloader.train.pseudo_mapper.num_frames = "${..mapper.num_frames}"
 dataloader.train.pseudo_mapper.category_map = "ovis"

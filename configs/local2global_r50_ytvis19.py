@@ -5,6 +5,10 @@ initialised from the phase-1 output.
     python scripts/train_net.py --config-file configs/local2global_r50_ytvis19.py --num-gpus 4
 """
 
+from detectron2.config import LazyCall as L
+
+from local2global.data import filter_images_by_category
+
 from .common.data.coco_pseudo import dataloader as _coco
 from .common.data.ytvis_2019 import dataloader
 from .common.optim import optimizer
@@ -16,7 +20,10 @@ model.num_classes = 40
 model.postprocessor.test_topk = 10
 
 # COCO pseudo-videos (GenVIS-style joint training), COCO classes mapped to the YTVIS-2019 vocabulary
-dataloader.train.pseudo_dataset = _coco.train.dataset
+# (COCO images without an object of the target vocabulary are dropped, so every pseudo clip has targets)
+dataloader.train.pseudo_dataset = L(filter_images_by_category)(
+    dataset_dicts=_coco.train.dataset, category_map="${..pseudo_mapper.category_map}"
+)
 dataloader.train.pseudo_mapper = _coco.train.mapper
 dataloader.train.pseudo_mapper.num_frames = "${..mapper.num_frames}"
 dataloader.train.pseudo_mapper.category_map = "ytvis_2019"

@@ -5,6 +5,10 @@ The same model is evaluated on YouTube-VIS 2022 with ``configs/local2global_r50_
         dataloader.test.dataset.names=ytvis_2022_val train.init_checkpoint=output/local2global_r50_ytvis21/model_final.pth
 """
 
+from detectron2.config import LazyCall as L
+
+from local2global.data import filter_images_by_category
+
 from .common.data.coco_pseudo import dataloader as _coco
 from .common.data.ytvis_2021 import dataloader
 from .common.optim import optimizer
@@ -15,7 +19,10 @@ from .models.local2global_r50 import model
 model.num_classes = 40
 model.postprocessor.test_topk = 10
 
-dataloader.train.pseudo_dataset = _coco.train.dataset
+# (COCO images without an object of the target vocabulary are dropped, so every pseudo clip has targets)
+dataloader.train.pseudo_dataset = L(filter_images_by_category)(
+    dataset_dicts=_coco.train.dataset, category_map="${..pseudo_mapper.category_map}"
+)
 dataloader.train.pseudo_mapper = _coco.train.mapper
 dataloader.train.pseudo_mapper.num_frames = "${..mapper.num_frames}"
 dataloader.train.pseudo_mapper.category_map = "ytvis_2021"

@@ -144,8 +144,13 @@ def latest_cached(case: str) -> Optional[dict]:
     return None
 
 
-def run_cases(names: Sequence[str], quick: bool, force: bool = False) -> Dict[str, dict]:
-    """Run (or load from cache) each case; returns ``{case: record}``."""
+def run_cases(names: Sequence[str], quick: bool, force: bool = False, command: Optional[str] = None
+              ) -> Dict[str, dict]:
+    """Run (or load from cache) each case; returns ``{case: record}``.
+
+    ``command`` (the command line that re-runs the case; ``{case}`` is replaced by the case name) is stored in
+    the record for RESULTS.md.
+    """
     commit = git_commit()
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
     results = {}
@@ -165,6 +170,7 @@ def run_cases(names: Sequence[str], quick: bool, force: bool = False) -> Dict[st
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "machine": machine_info(),
             "duration_s": round(time.time() - t0, 1),
+            "command": command.format(case=name) if command else None,
             "figures": figures,
         }
         tmp = path.with_suffix(".partial")

@@ -63,7 +63,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     load_all()
     if args.list:
-        for name, doc in harness.CASES.items():
+        for name, doc in harness.CASE_DOCS.items():
             print(f"{name:12s} {doc.splitlines()[0] if doc else ''}")
         return 0
     names = [c for c in args.cases.split(",") if c] or list(harness.CASES)
@@ -72,7 +72,9 @@ def main(argv=None) -> int:
         parser.error(f"unknown case(s) {unknown}; known: {sorted(harness.CASES)}")
     t0 = time.time()
     if not args.render_only:
-        harness.run_cases(names, quick=args.quick, force=args.force)
+        cmd = ("python benchmarks/run.py" + (" --quick" if args.quick else "")
+               + (f" --threads {args.threads}" if args.threads else "") + " --cases {case} --force")
+        harness.run_cases(names, quick=args.quick, force=args.force, command=cmd)
     from benchmarks.cases._report import write_results
 
     write_results(Path(args.output))

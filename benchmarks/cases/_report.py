@@ -33,7 +33,8 @@ times are meaningful.
 def _meta(rec: dict) -> str:
     m = rec.get("machine", {})
     mode = rec.get("mode", "?")
-    cmd = f"python benchmarks/run.py {'--quick ' if mode == 'quick' else ''}--cases {rec['case']} --force"
+    cmd = rec.get("command") or (f"python benchmarks/run.py {'--quick ' if mode == 'quick' else ''}--threads "
+                                 f"{m.get('torch_threads')} --cases {rec['case']} --force")
     return (f"*{mode} mode, commit `{rec.get('commit')}`, {rec.get('date')}, {rec.get('duration_s')} s; "
             f"{m.get('cpu')} ({m.get('cores')} cores, torch {m.get('torch')}, {m.get('torch_threads')} threads"
             f"{', GPU ' + m['cuda'] if m.get('cuda') else ''}).* Command: `{cmd}`")

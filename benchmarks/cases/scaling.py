@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -73,12 +74,26 @@ def child(model_name: str, length: int, height: int, width: int) -> dict:
     return out
 
 
+RUN_CACHE = ROOT / "benchmarks" / "cache" / "scaling-runs"
+
+
 def measure_lengths(model_name: str, lengths: List[int], height: int = 180, width: int = 320) -> List[dict]:
+    """One child process per length. Each finished run is kept under ``benchmarks/cache/scaling-runs/`` (with
+    its commit) so that an interrupted case resumes; ``L2G_BENCH_FRESH=1`` ignores those files."""
+    from benchmarks.harness import git_commit
+
     out = []
+    RUN_CACHE.mkdir(parents=True, exist_ok=True)
     for n in lengths:
+        path = RUN_CACHE / f"{model_name}-{n}-{height}x{width}-t{torch.get_num_threads()}.json"
+        if path.exists() and not os.environ.get("L2G_BENCH_FRESH"):
+            out.append(json.loads(path.read_text()))
+            continue
         rec = run_subprocess(["-m", "benchmarks.cases.scaling", "--child", model_name, str(n), str(height), str(width)],
                              timeout=4 * 3600)
         rec["load_avg_after"] = load_average()
+        rec["commit"] = git_commit()
+        path.write_text(json.dumps(rec))
         out.append(rec)
     return out
 
@@ -103,9 +118,11 @@ def measure_queries_resolution(model_name: str, repeats: int) -> Dict:
 def case_scaling(quick: bool) -> dict:
     """Peak memory and time vs video length (own process per length; tiny and R-50 at 180×320); time vs N, resolution."""
     lengths = QUICK_LENGTHS if quick else LENGTHS
-    res = {"lengths": {m: measure_lengths(m, ls) for m, ls in lengths.items()}}
+    res = {"lengths": {}}
     if not quick:
         res["queries_resolution"] = {"model": "r50", "repeats": 2, "times": measure_queries_resolution("r50", 2)}
+    for m, ls in lengths.items():
+        res["lengths"][m] = measure_lengths(m, ls)
     return res
 
 

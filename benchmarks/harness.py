@@ -16,6 +16,7 @@ import os
 import platform
 import statistics
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
@@ -29,6 +30,7 @@ CASES: Dict[str, Callable[[bool], dict]] = {}
 CASE_DOCS: Dict[str, str] = {}
 RENDERERS: Dict[str, Callable[[dict], str]] = {}
 HEADLINES: Dict[str, Callable[[dict], str]] = {}
+CASE_MODULE_DOCS: Dict[str, str] = {}
 
 
 def register(name: str):
@@ -37,6 +39,8 @@ def register(name: str):
     def deco(fn):
         CASES[name] = fn
         CASE_DOCS[name] = (fn.__doc__ or "").strip()
+        module = sys.modules.get(fn.__module__)
+        CASE_MODULE_DOCS[name] = (getattr(module, "__doc__", None) or "").strip()
         return fn
 
     return deco

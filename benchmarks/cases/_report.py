@@ -48,6 +48,9 @@ def write_results(path: Path) -> None:
         doc = harness.CASE_DOCS.get(name, "")
         title = doc.splitlines()[0] if doc else name
         body = [f"## `{name}`: {title}", ""]
+        mod_doc = harness.CASE_MODULE_DOCS.get(name, "")
+        if mod_doc:
+            body += ["<details><summary>Method</summary>", "", mod_doc.strip(), "", "</details>", ""]
         if rec is None:
             body.append("*Not measured yet* (no cached record). Run `python benchmarks/run.py --cases "
                         f"{name}`.")

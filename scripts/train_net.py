@@ -30,6 +30,8 @@ if os.path.join(_REPO, "projects") not in sys.path:
 import torch  # noqa: E402
 from detectron2.config import LazyConfig  # noqa: E402
 from detectron2.engine import default_argument_parser, default_setup, launch  # noqa: E402
+from detectron2.utils import comm  # noqa: E402
+from detectron2.utils.logger import setup_logger  # noqa: E402
 
 from local2global.engine.overrides import apply_overrides_strict  # noqa: E402
 from local2global.engine.trainer import apply_fast_dev_run, do_eval_only, do_train  # noqa: E402
@@ -44,6 +46,8 @@ def main(args) -> dict:
         cfg = apply_overrides_strict(cfg, args.opts)
         apply_fast_dev_run(cfg)
         default_setup(cfg, args)
+        # detectron2's default_setup configures the "detectron2" and "fvcore" loggers; add this package's
+        setup_logger(cfg.train.output_dir, distributed_rank=comm.get_rank(), name="local2global", abbrev_name="l2g")
         if args.eval_only:
             return do_eval_only(cfg)
         do_train(cfg, resume=args.resume)

@@ -46,11 +46,12 @@ train = dict(
             name="local2global_experiment",
         ),
     ),
-    # model EMA (detrex's keys); the EMA weights are saved in checkpoints as "ema_state"
+    # model EMA (detrex's keys); the EMA weights are saved in checkpoints as "ema_state".
+    # device follows train.device (detrex's EMAHook falls back to cfg.model.device, which this model has not)
     model_ema=dict(
         enabled=False,
         decay=0.999,
-        device="",
+        device="${..device}",
         use_ema_weights_for_eval_only=False,
     ),
     # fnmatch patterns of the parameters to train ("aligner.*", ...); None: the model's own setting.

@@ -71,6 +71,9 @@ def test_interpolation_is_followed_and_can_be_replaced():
     assert instantiate(cfg.model).block.width == 32  # derived value follows the override
     apply_overrides_strict(cfg, ["model.block.width=4"])  # replacing an interpolation: no type check
     assert instantiate(cfg.model).block.width == 4
+    cfg.train.augs2 = "${augs}"
+    with pytest.raises(OverrideError, match="is the interpolation"):
+        apply_overrides_strict(cfg, ["train.augs2.0.width=3"])
 
 
 @pytest.mark.parametrize("override, expected", [

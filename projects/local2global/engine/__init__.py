@@ -7,7 +7,6 @@
 * :mod:`.schedule`  -- multi-step schedule with milestones as fractions of ``train.max_iter``.
 * :mod:`.ema`       -- model EMA (detrex's ``train.model_ema``).
 * :mod:`.trainer`   -- trainers, hooks, writers, ``do_train`` / ``do_test`` / ``do_eval_only``.
-* :mod:`.datasets`  -- small dataset helpers the configs call (the synthetic dataset made when missing).
 """
 
 from .device import default_device, register_resolvers, resolve_device

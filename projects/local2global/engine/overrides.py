@@ -228,6 +228,11 @@ def _validate(cfg: DictConfig, key: str, value: Any) -> None:
         if last:
             _check_type(key, child, value)
             return
+        if getattr(child, "_is_interpolation", lambda: False)():
+            raise OverrideError(
+                f"override {key}: '{'.'.join(parts[:i + 1])}' is the interpolation {child._value()!r}; override "
+                f"the key it refers to, or replace it as a whole"
+            )
         if isinstance(child, (DictConfig, ListConfig)):
             node = child
         else:

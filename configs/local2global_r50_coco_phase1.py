@@ -9,6 +9,10 @@ local queries); 80 COCO classes, as the frozen heads of the checkpoint.
     python scripts/train_net.py --config-file configs/local2global_r50_coco_phase1.py --num-gpus 4 \
         train.init_checkpoint=weights/maskdino_r50_50ep_300q_hid2048_3sd1_instance_maskenhanced_mask46.3ap_box51.7ap.pth
 
+The checkpoint is detrex's MaskDINO R-50 COCO instance model with the 2048-wide decoder FFN (SPEC §4), released at
+https://github.com/IDEA-Research/detrex-storage/releases/download/maskdino-v0.1.0/maskdino_r50_50ep_300q_hid2048_3sd1_instance_maskenhanced_mask46.3ap_box51.7ap.pth
+(its sem_seg_head.* keys are mapped on load by local2global.modeling.checkpoint).
+
 The output (``output/local2global_r50_coco_phase1/model_final.pth``) initialises the video recipes.
 """
 
@@ -28,7 +32,7 @@ train.trainable_params = [
     "decoder.decoder.ref_point_head.*",
 ]
 train.max_iter = 60000
-train.init_checkpoint = "weights/maskdino_r50_coco_instance.pth"  # detrex MaskDINO R-50 COCO instance weights
+train.init_checkpoint = "weights/maskdino_r50_50ep_300q_hid2048_3sd1_instance_maskenhanced_mask46.3ap_box51.7ap.pth"
 train.output_dir = "./output/local2global_r50_coco_phase1"
 train.eval_period = 0  # no video evaluation for the image pre-training
 train.checkpointer.period = 5000

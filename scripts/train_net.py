@@ -33,7 +33,7 @@ from detectron2.engine import default_argument_parser, default_setup, launch  # 
 from detectron2.utils import comm  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
 
-from local2global.engine.overrides import apply_overrides_strict  # noqa: E402
+from local2global.engine.overrides import OverrideError, apply_overrides_strict  # noqa: E402
 from local2global.engine.trainer import apply_fast_dev_run, do_eval_only, do_train  # noqa: E402
 
 logger = logging.getLogger("local2global.train_net")
@@ -61,6 +61,11 @@ def main(args) -> dict:
 def invoke_main() -> None:
     parser = default_argument_parser()
     args = parser.parse_args()
+    # check the overrides once, before any process is started (a typo should not spawn N workers to fail)
+    try:
+        apply_overrides_strict(LazyConfig.load(args.config_file), args.opts)
+    except OverrideError as e:
+        sys.exit(f"train_net.py: error: {e}")
     if args.num_gpus > 1 and not torch.cuda.is_available():
         logging.getLogger(__name__).info("No CUDA: --num-gpus %d starts %d CPU processes (gloo)",
                                          args.num_gpus, args.num_gpus)

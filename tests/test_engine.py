@@ -16,7 +16,8 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from local2global.engine.freeze import apply_trainable_params
-from local2global.engine.trainer import L2GSimpleTrainer, build_trainer, do_eval_only, do_train
+from local2global.engine.trainer import (L2GCPUAutocastTrainer, L2GSimpleTrainer, build_trainer, do_eval_only,
+                                         do_train)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -254,11 +255,28 @@ def test_ema_checkpoint_and_eval_only_with_ema(tmp_path):
     assert raw_ret["toy"]["mse"] == pytest.approx(rows[-1]["toy/mse"], rel=1e-6)
 
 
-def test_amp_on_cpu_falls_back_to_simple_trainer(tmp_path):
-    cfg = make_cfg(tmp_path, **{"amp": {"enabled": True}})
+def test_amp_on_cpu_uses_bf16_autocast(tmp_path):
+    cfg = make_cfg(tmp_path, max_iter=2, **{"amp": {"enabled": True}})
     model = ToyModel()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    assert type(build_trainer(cfg, model, ToyTrainLoader(), opt, torch.device("cpu"))) is L2GSimpleTrainer
+    assert type(build_trainer(cfg, model, ToyTrainLoader(), opt, torch.device("cpu"))) is L2GCPUAutocastTrainer
+    assert type(build_trainer(make_cfg(tmp_path), model, ToyTrainLoader(), opt, torch.device("cpu"))) \
+        is L2GSimpleTrainer
+
+    seen = []
+
+    class Probe(ToyModel):
+        def forward(self, batch):
+            out = super().forward(batch)
+            if self.training:
+                seen.append(self.head(torch.zeros(1, 8)).dtype)
+            return out
+
+    cfg.model = L(Probe)()
+    trainer = do_train(cfg)
+    assert isinstance(trainer, L2GCPUAutocastTrainer) and seen == [torch.bfloat16] * 2
+    rows = [r for r in read_metrics(tmp_path) if "total_loss" in r]
+    assert [r["iteration"] for r in rows] == [0, 1] and all(r["loss_mse"] == r["loss_mse"] for r in rows)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error raised without CUDA")

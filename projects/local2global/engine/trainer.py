@@ -1,7 +1,7 @@
 """Training and evaluation loops for LazyConfig files (used by ``scripts/train_net.py``).
 
 Built on detectron2: ``SimpleTrainer`` on CPU, ``AMPTrainer`` on CUDA when ``train.amp.enabled`` (detectron2's
-``AMPTrainer`` asserts CUDA, SPEC §7; on CPU AMP is ignored with a warning), the standard hooks (IterationTimer,
+``AMPTrainer`` asserts CUDA, SPEC §7; on CPU it is a bf16-autocast step of its own), the standard hooks (IterationTimer,
 LRScheduler, PeriodicCheckpointer, EvalHook, PeriodicWriter with CommonMetricPrinter (console, ETA), JSONWriter
 (``metrics.json``) and TensorboardXWriter), :class:`~local2global.modeling.checkpoint.Local2GlobalCheckpointer`
 (a ``DetectionCheckpointer`` that also loads detrex MaskDINO checkpoints) and ``inference_on_dataset``.
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import Dict, Mapping, Optional
 
 import torch
@@ -38,6 +39,7 @@ from .freeze import count_parameters
 __all__ = [
     "L2GSimpleTrainer",
     "L2GAMPTrainer",
+    "L2GCPUAutocastTrainer",
     "GradientClipHook",
     "build_trainer",
     "build_checkpointer",
@@ -86,6 +88,28 @@ class L2GSimpleTrainer(_FiniteLossMixin, SimpleTrainer):
 
 class L2GAMPTrainer(_FiniteLossMixin, AMPTrainer):
     """detectron2 ``AMPTrainer`` (CUDA only) with a per-term non-finite loss check."""
+
+
+class L2GCPUAutocastTrainer(L2GSimpleTrainer):
+    """``train.amp.enabled`` on CPU: the forward pass under ``torch.autocast("cpu", bfloat16)`` (no grad scaler:
+    bf16 has fp32's range); backward, clipping hooks, metrics and the step as ``SimpleTrainer`` (SPEC §7)."""
+
+    def run_step(self):
+        assert self.model.training, "[L2GCPUAutocastTrainer] model was changed to eval mode!"
+        start = time.perf_counter()
+        data = next(self._data_loader_iter)
+        data_time = time.perf_counter() - start
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss_dict = self.model(data)
+            if isinstance(loss_dict, torch.Tensor):
+                losses, loss_dict = loss_dict, {"total_loss": loss_dict}
+            else:
+                losses = sum(loss_dict.values())
+        self.optimizer.zero_grad()
+        losses.backward()
+        self.after_backward()
+        self._write_metrics(loss_dict, data_time)
+        self.optimizer.step()
 
 
 class GradientClipHook(HookBase):
@@ -166,14 +190,16 @@ def apply_fast_dev_run(cfg) -> None:
 
 
 def build_trainer(cfg, model, data_loader, optimizer, device: torch.device):
-    """``L2GAMPTrainer`` when ``train.amp.enabled`` on CUDA, else ``L2GSimpleTrainer``."""
+    """``L2GAMPTrainer`` for ``train.amp.enabled`` on CUDA, ``L2GCPUAutocastTrainer`` (bf16) for it on CPU, else
+    ``L2GSimpleTrainer``."""
     amp = bool(_get(cfg, "train.amp.enabled", False))
-    if amp and device.type != "cuda":
-        logger.warning("train.amp.enabled=True needs CUDA (detectron2's AMPTrainer); training in fp32 on %s",
-                       device)
-        amp = False
-    if amp:
+    if amp and device.type == "cuda":
         return L2GAMPTrainer(model, data_loader, optimizer)
+    if amp and device.type == "cpu":
+        logger.info("train.amp.enabled on CPU: bf16 autocast forward (detectron2's AMPTrainer needs CUDA)")
+        return L2GCPUAutocastTrainer(model, data_loader, optimizer)
+    if amp:
+        logger.warning("train.amp.enabled=True is not supported on %s; training in fp32", device)
     return L2GSimpleTrainer(model, data_loader, optimizer)
 
 

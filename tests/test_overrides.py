@@ -135,7 +135,10 @@ def test_type_errors(override, pattern):
 def test_int_to_float_and_dict_merge_are_allowed():
     cfg = make_cfg()
     apply_overrides_strict(cfg, ["train.max_iter=12.0", "train.lr=1", "train.amp={enabled:true}"])
-    assert cfg.train.max_iter == 12.0 and cfg.train.lr == 1 and cfg.train.amp.enabled is True
+    assert cfg.train.max_iter == 12 and type(cfg.train.max_iter) is int  # integer-valued float -> int
+    assert cfg.train.lr == 1 and cfg.train.amp.enabled is True
+    apply_overrides_strict(cfg, ["train.max_iter=1e5"])
+    assert cfg.train.max_iter == 100000 and type(cfg.train.max_iter) is int
 
 
 def test_deletion_is_an_error():

@@ -153,30 +153,34 @@ def _raw_child(node: DictConfig, name: str):
     return True, node._get_node(name)
 
 
-def _check_type(key: str, old_node: Any, new: Any) -> None:
-    """Raise for cheap-to-detect type mismatches between the current value node and the new value."""
+def _check_type(key: str, old_node: Any, new: Any) -> Any:
+    """Raise for cheap-to-detect type mismatches between the current value node and the new value.
+
+    Returns:
+        the value to set (an integer-valued float for an integer key becomes an int).
+    """
     if new is None or old_node is None:
-        return
+        return new
     if getattr(old_node, "_is_interpolation", lambda: False)():
-        return
+        return new
     if isinstance(old_node, DictConfig):
         if old_node._is_none():
-            return
+            return new
         if not isinstance(new, dict):
             what = f"a LazyCall of {old_node.get('_target_')}" if "_target_" in old_node else "a config node"
             hint = " (write null for None)" if new == "None" else ""
             raise OverrideError(f"override {key}={new!r}: '{key}' is {what}; it can only be replaced by a "
                                 f"dict or null{hint}")
-        return
+        return new
     if isinstance(old_node, ListConfig):
         if old_node._is_none():
-            return
+            return new
         if not isinstance(new, (list, tuple)):
             raise OverrideError(f"override {key}={new!r}: '{key}' is a list; give a list, e.g. {key}=[a,b]")
-        return
+        return new
     old = old_node._value() if hasattr(old_node, "_value") else old_node
     if old is None or isinstance(old, str) and old.startswith("${"):
-        return
+        return new
     if isinstance(old, bool):
         if not isinstance(new, bool):
             raise OverrideError(f"override {key}={new!r}: '{key}' is a bool ({old}); give true or false")
@@ -185,13 +189,16 @@ def _check_type(key: str, old_node: Any, new: Any) -> None:
             raise OverrideError(
                 f"override {key}={new!r}: '{key}' is a number ({old!r}), got {type(new).__name__} {new!r}"
             )
-        if isinstance(old, int) and isinstance(new, float) and not new.is_integer():
+        if isinstance(old, int) and isinstance(new, float):
+            if new.is_integer():
+                return int(new)  # train.max_iter=1e5 -> 100000, not 100000.0 (range() needs an int)
             logger.warning("override %s=%r replaces the integer %r by a float", key, new, old)
     elif isinstance(old, (list, tuple)) and not isinstance(new, (list, tuple)):
         raise OverrideError(f"override {key}={new!r}: '{key}' is a list; give a list, e.g. {key}=[a,b]")
+    return new
 
 
-def _validate(cfg: DictConfig, key: str, value: Any) -> None:
+def _validate(cfg: DictConfig, key: str, value: Any) -> Any:
     parts = key.split(".")
     node: Any = cfg
     for i, part in enumerate(parts):
@@ -215,7 +222,7 @@ def _validate(cfg: DictConfig, key: str, value: Any) -> None:
                             f"override {key}: '{prefix}.{part}' is a parameter of {node['_target_']} that the "
                             f"config does not set; set it as a whole ({prefix}.{part}=...) instead of its sub-keys"
                         )
-                    return
+                    return value
                 names = list(node.keys()) + [p for p in (params or []) if p not in node]
                 where = f"of {node['_target_']}" if "_target_" in node else "in the config"
                 raise OverrideError(
@@ -226,8 +233,7 @@ def _validate(cfg: DictConfig, key: str, value: Any) -> None:
             raise OverrideError(f"override {key}: '{prefix}' is a {type(node).__name__} value "
                                 f"({node!r}), not a config with keys")
         if last:
-            _check_type(key, child, value)
-            return
+            return _check_type(key, child, value)
         if getattr(child, "_is_interpolation", lambda: False)():
             raise OverrideError(
                 f"override {key}: '{'.'.join(parts[:i + 1])}' is the interpolation {child._value()!r}; override "
@@ -240,6 +246,7 @@ def _validate(cfg: DictConfig, key: str, value: Any) -> None:
             if node is None:
                 raise OverrideError(f"override {key}: '{'.'.join(parts[:i + 1])}' is None; set it to a config "
                                     f"before setting its keys")
+    return value
 
 
 def apply_overrides_strict(cfg: DictConfig, overrides: Optional[Sequence[str]]) -> DictConfig:
@@ -258,7 +265,7 @@ def apply_overrides_strict(cfg: DictConfig, overrides: Optional[Sequence[str]]) 
     """
     for key, value, kind in parse_overrides(overrides):
         if kind != "add":
-            _validate(cfg, key, value)
+            value = _validate(cfg, key, value)
         _safe_update(cfg, key, value)
         logger.debug("override %s=%r", key, value)
     return cfg

@@ -136,15 +136,18 @@ def cache_path(case: str, quick: bool, commit: str) -> Path:
 
 
 def latest_cached(case: str) -> Optional[dict]:
-    """Most recent cached result of ``case`` (any commit, full preferred over quick at equal time)."""
+    """Most recent cached result of ``case`` (any commit); a full-mode record wins over any quick one."""
     if not CACHE_DIR.exists():
         return None
     files = sorted(CACHE_DIR.glob(f"{case}-*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
-    for f in files:
-        try:
-            return json.loads(f.read_text())
-        except json.JSONDecodeError:
-            continue
+    for mode in ("full", "quick"):
+        for f in files:
+            if not f.name.startswith(f"{case}-{mode}-"):
+                continue
+            try:
+                return json.loads(f.read_text())
+            except json.JSONDecodeError:
+                continue
     return None
 
 

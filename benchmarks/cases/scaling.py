@@ -30,6 +30,7 @@ from ._common import ROOT, build_model, device, load_average, peak_rss_mb, run_s
 PLOTS = ROOT / "benchmarks" / "plots"
 LENGTHS = {"tiny": [30, 100, 300, 1000, 2000], "r50": [30, 100, 300]}
 QUICK_LENGTHS = {"tiny": [30, 100, 300]}
+NOSTORE_LENGTHS = {False: {"tiny": [30, 2000], "r50": [30, 300]}, True: {"tiny": [30, 300]}}
 RESOLUTIONS = {"360p": (360, 640), "480p": (480, 854), "720p": (720, 1280)}
 
 
@@ -40,8 +41,12 @@ def _rss_mb() -> float:
     return float("nan")
 
 
-def child(model_name: str, length: int, height: int, width: int) -> dict:
-    """Online inference over ``length`` synthetic frames in this process; prints a JSON record."""
+def child(model_name: str, length: int, height: int, width: int, store: bool = True) -> dict:
+    """Online inference over ``length`` synthetic frames in this process; prints a JSON record.
+
+    ``store=False`` is the live-stream mode (``process_frame(..., store=False)``: per-frame outputs only, no
+    video-level result), which isolates what the stored RLEs cost.
+    """
     torch.set_grad_enabled(False)
     model = build_model(model_name)
     pp = model.postprocessor
@@ -54,7 +59,7 @@ def child(model_name: str, length: int, height: int, width: int) -> dict:
     for i in range(length):
         frame = synthetic_frame(i, height, width).to(device())
         t0 = time.perf_counter()
-        state, _ = model.process_frame(state, frame, size)
+        state, _ = model.process_frame(state, frame, size, store=store)
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
@@ -63,8 +68,8 @@ def child(model_name: str, length: int, height: int, width: int) -> dict:
         if i % max(1, length // 10) == 0:
             rss_samples.append([i, _rss_mb()])
     rle_bytes = sum(len(r["counts"]) for fr in pp._state.rles for r in fr if r is not None)
-    result = pp.finalize(0, size)
-    out = {"model": model_name, "length": length, "resolution": [height, width],
+    result = pp.finalize(0, size) if store else {"segmentations": []}
+    out = {"model": model_name, "length": length, "resolution": [height, width], "store": store,
            "peak_rss_mb": peak_rss_mb(), "rss_after_first_frame_mb": rss_after_first, "rss_end_mb": _rss_mb(),
            "rss_samples": rss_samples, "median_frame_s": statistics.median(times[1:] or times),
            "first_frame_s": times[0], "total_s": sum(times), "rle_bytes": rle_bytes,
@@ -77,7 +82,8 @@ def child(model_name: str, length: int, height: int, width: int) -> dict:
 RUN_CACHE = ROOT / "benchmarks" / "cache" / "scaling-runs"
 
 
-def measure_lengths(model_name: str, lengths: List[int], height: int = 180, width: int = 320) -> List[dict]:
+def measure_lengths(model_name: str, lengths: List[int], height: int = 180, width: int = 320,
+                    store: bool = True) -> List[dict]:
     """One child process per length. Each finished run is kept under ``benchmarks/cache/scaling-runs/`` (with
     its commit) so that an interrupted case resumes; ``L2G_BENCH_FRESH=1`` ignores those files."""
     from benchmarks.harness import git_commit
@@ -85,12 +91,13 @@ def measure_lengths(model_name: str, lengths: List[int], height: int = 180, widt
     out = []
     RUN_CACHE.mkdir(parents=True, exist_ok=True)
     for n in lengths:
-        path = RUN_CACHE / f"{model_name}-{n}-{height}x{width}-t{torch.get_num_threads()}.json"
+        path = RUN_CACHE / (f"{model_name}-{n}-{height}x{width}-t{torch.get_num_threads()}"
+                            + ("" if store else "-nostore") + ".json")
         if path.exists() and not os.environ.get("L2G_BENCH_FRESH"):
             out.append(json.loads(path.read_text()))
             continue
-        rec = run_subprocess(["-m", "benchmarks.cases.scaling", "--child", model_name, str(n), str(height), str(width)],
-                             timeout=4 * 3600)
+        rec = run_subprocess(["-m", "benchmarks.cases.scaling", "--child", model_name, str(n), str(height), str(width)]
+                             + ([] if store else ["--no-store"]), timeout=4 * 3600)
         rec["load_avg_after"] = load_average()
         rec["commit"] = git_commit()
         path.write_text(json.dumps(rec))
@@ -120,9 +127,17 @@ def case_scaling(quick: bool) -> dict:
     lengths = QUICK_LENGTHS if quick else LENGTHS
     res = {"lengths": {}}
     if not quick:
-        res["queries_resolution"] = {"model": "r50", "repeats": 2, "times": measure_queries_resolution("r50", 2)}
+        qr = RUN_CACHE / f"queries-resolution-r50-t{torch.get_num_threads()}.json"
+        if qr.exists() and not os.environ.get("L2G_BENCH_FRESH"):
+            res["queries_resolution"] = json.loads(qr.read_text())
+        else:
+            res["queries_resolution"] = {"model": "r50", "repeats": 2, "times": measure_queries_resolution("r50", 2)}
+            RUN_CACHE.mkdir(parents=True, exist_ok=True)
+            qr.write_text(json.dumps(res["queries_resolution"]))
     for m, ls in lengths.items():
         res["lengths"][m] = measure_lengths(m, ls)
+    # the same without storing the video-level RLEs (live-stream mode): isolates the cost of the stored outputs
+    res["lengths_nostore"] = {m: measure_lengths(m, ls, store=False) for m, ls in NOSTORE_LENGTHS[quick].items()}
     return res
 
 
@@ -179,6 +194,17 @@ def render_scaling(rec: dict) -> str:
                          f"{r['peak_rss_mb'] - r['rss_after_first_frame_mb']:.0f} | "
                          f"{100 * (r['peak_rss_mb'] / ref - 1):+.1f}% | {1000 * r['median_frame_s']:.0f} | "
                          f"{r['rle_bytes'] / 1024:.0f} |")
+    if f.get("lengths_nostore"):
+        lines += ["", "Live-stream mode (`process_frame(..., store=False)`: per-frame outputs only, no video-level "
+                  "RLEs kept), same protocol:", "",
+                  "| model | frames | peak RSS MiB | RSS after frame 0 MiB | growth MiB | peak vs 30 frames | "
+                  "median ms / frame |", "|---|---:|---:|---:|---:|---:|---:|"]
+        for model, runs in f["lengths_nostore"].items():
+            ref = runs[0]["peak_rss_mb"]
+            for r in runs:
+                lines.append(f"| {model} | {r['length']} | {r['peak_rss_mb']:.0f} | "
+                             f"{r['rss_after_first_frame_mb']:.0f} | {r['peak_rss_mb'] - r['rss_after_first_frame_mb']:.0f}"
+                             f" | {100 * (r['peak_rss_mb'] / ref - 1):+.1f}% | {1000 * r['median_frame_s']:.0f} |")
     lines.append("")
     lines.append("Target: peak memory flat with the video length (2000 frames within 10% of 30 frames, RLE outputs "
                  "included).")
@@ -208,6 +234,7 @@ def headline_scaling(rec: dict) -> str:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--child", nargs=4, metavar=("MODEL", "LENGTH", "H", "W"), required=True)
+    parser.add_argument("--no-store", action="store_true", help="live-stream mode: keep no video-level RLEs")
     a = parser.parse_args()
     m, n, h, w = a.child
-    print(json.dumps(child(m, int(n), int(h), int(w))))
+    print(json.dumps(child(m, int(n), int(h), int(w), store=not a.no_store)))

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Run online Local2Global inference on a folder of frames or a video file and render the tracks.
 
-    python scripts/demo.py --config-file configs/synthetic/local2global_tiny.py \
+    python scripts/demo.py --config-file configs/local2global_tiny_synthetic.py \
         --input path/to/frames_or_video.mp4 --output output/demo_video \
         train.init_checkpoint=output/demo/model_final.pth
 
@@ -93,6 +93,22 @@ def write_video(frames: List[np.ndarray], path: Path, fps: float) -> None:
     os.replace(tmp, path)
 
 
+def _test_settings(cfg):
+    """(shortest edge, longest-edge cap, dataset name) of the config's test loader (360 / 640 / None if absent)."""
+    test = cfg.get("dataloader", {}).get("test", {})
+    min_size, max_size = 360, 640
+    for aug in test.get("mapper", {}).get("augmentations", []) or []:
+        if "short_edge_length" in aug:
+            edge = aug["short_edge_length"]
+            min_size = int(edge if isinstance(edge, (int, float)) else edge[0])
+            max_size = int(aug.get("max_size", max_size))
+            break
+    names = test.get("dataset", {}).get("names", None)
+    if isinstance(names, (list, tuple)) or (names is not None and not isinstance(names, str)):
+        names = list(names)[0] if len(names) else None
+    return min_size, max_size, names
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", required=True)
@@ -111,14 +127,14 @@ def main(argv=None) -> int:
 
     cfg = LazyConfig.load(args.config_file)
     cfg = apply_overrides_strict(cfg, args.opts)
-    test_mapper = cfg.get("dataloader", {}).get("test", {}).get("mapper", {})
-    predictor = VideoPredictor(cfg, min_size_test=test_mapper.get("min_size_test", 360),
-                               max_size_test=test_mapper.get("max_size_test", 640))
+    min_size, max_size, dataset_name = _test_settings(cfg)
+    predictor = VideoPredictor(cfg, min_size_test=min_size, max_size_test=max_size)
     class_names = None
-    dataset_name = cfg.get("dataloader", {}).get("test", {}).get("dataset_name", None)
     id_map = None
     if dataset_name:
         from detectron2.data import MetadataCatalog
+
+        import local2global.data  # noqa: F401  (registers the built-in datasets and their metadata)
 
         meta = MetadataCatalog.get(dataset_name)
         class_names = meta.get("thing_classes", None)

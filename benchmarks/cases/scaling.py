@@ -154,6 +154,9 @@ def _plot(rec: dict) -> List[str]:
         ls = [r["length"] for r in runs]
         axes[0].plot(ls, [r["peak_rss_mb"] for r in runs], "o-", label=f"{model} 180×320")
         axes[1].plot(ls, [1000 * r["median_frame_s"] for r in runs], "o-", label=f"{model} 180×320")
+    for model, runs in f.get("lengths_nostore", {}).items():
+        ls = [r["length"] for r in runs]
+        axes[0].plot(ls, [r["peak_rss_mb"] for r in runs], "x--", label=f"{model}, no stored RLEs")
     axes[0].set(xscale="log", xlabel="video length (frames)", ylabel="peak RSS (MiB)", title="Peak memory vs length")
     axes[1].set(xscale="log", yscale="log", xlabel="video length (frames)", ylabel="median ms / frame",
                 title="Time per frame vs length")

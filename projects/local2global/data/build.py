@@ -20,6 +20,7 @@ loader yields lists holding one video dict.
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import logging
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Union
@@ -28,11 +29,11 @@ import numpy as np
 import torch.utils.data as torchdata
 
 from detectron2.data import DatasetCatalog, build_detection_test_loader, build_detection_train_loader
-from detectron2.data.common import DatasetFromList, MapDataset
 from detectron2.data.samplers import TrainingSampler
 from detectron2.utils import comm
 
 from local2global.data.categories import coco_category_map
+from local2global.data.clip_mapper import seeded_global_numpy
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +43,8 @@ __all__ = [
     "build_video_train_loader",
     "build_video_test_loader",
     "MixedSourceSampler",
+    "ResumableSampler",
+    "set_train_loader_start_iter",
 ]
 
 
@@ -131,15 +134,95 @@ class MixedSourceSampler(torchdata.Sampler):
         yield from itertools.islice(self._global_stream(), self.rank, None, self.world_size)
 
 
+class ResumableSampler(torchdata.Sampler):
+    """Wraps an infinite per-rank index sampler; yields ``(global position, index)`` pairs from a settable start.
+
+    The stream of the wrapped sampler is a function of its seed only, so skipping the first ``start`` per-rank
+    indices (:meth:`set_start`, done by the trainer on ``--resume``) continues exactly where a stopped run
+    was. The global position ``p * world_size + rank`` of the ``p``-th per-rank draw keys the random numbers
+    of the sample's mapper (see :class:`_PositionSeededDataset`), so a sample's augmentation does not depend on
+    the number of processes, data-loader workers or on where the run was resumed.
+
+    Args:
+        sampler: an infinite sampler already sliced to this rank (detectron2's ``TrainingSampler``,
+            :class:`MixedSourceSampler`).
+        batch_size_per_rank: indices consumed per iteration on this rank.
+    """
+
+    def __init__(self, sampler: torchdata.Sampler, batch_size_per_rank: int):
+        self.sampler = sampler
+        self.batch_size_per_rank = int(batch_size_per_rank)
+        self.rank, self.world_size = comm.get_rank(), comm.get_world_size()
+        self.start = 0
+
+    def set_start(self, start: int) -> None:
+        """Skip the first ``start`` per-rank indices of the stream (call before the loader is iterated)."""
+        self.start = int(start)
+
+    def __iter__(self):
+        for p, idx in enumerate(itertools.islice(iter(self.sampler), self.start, None), start=self.start):
+            yield p * self.world_size + self.rank, idx
+
+
+def _accepts_rng(fn) -> bool:
+    try:
+        return "rng" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+class _PositionSeededDataset(torchdata.Dataset):
+    """``dataset[(position, index)]`` = ``mapper(dicts[index], rng=default_rng([seed, position]))``.
+
+    Mappers without an ``rng`` argument run with numpy's global generator seeded from that generator (restored
+    afterwards), so every random draw of a training sample is a function of (seed, stream position).
+    """
+
+    def __init__(self, dicts: Sequence, mapper: Callable, seed: int):
+        self.dicts = list(dicts)
+        self.mapper = mapper
+        self.seed = int(seed)
+        self._pass_rng = _accepts_rng(mapper)
+
+    def __len__(self) -> int:
+        return len(self.dicts)
+
+    def __getitem__(self, key):
+        position, idx = key
+        rng = np.random.default_rng([self.seed, int(position)])
+        if self._pass_rng:
+            return self.mapper(self.dicts[idx], rng=rng)
+        with seeded_global_numpy(rng):
+            return self.mapper(self.dicts[idx])
+
+
 class _SourceMapper:
     """Map a ``(source, dict)`` pair with the mapper of its source (picklable for worker processes)."""
 
     def __init__(self, mappers: Sequence[Callable[[dict], dict]]):
         self.mappers = list(mappers)
+        self._pass_rng = [_accepts_rng(m) for m in self.mappers]
 
-    def __call__(self, item):
+    def __call__(self, item, rng: Optional[np.random.Generator] = None):
         source, dataset_dict = item
-        return self.mappers[source](dataset_dict)
+        if rng is not None and self._pass_rng[source]:
+            return self.mappers[source](dataset_dict, rng=rng)
+        with seeded_global_numpy(rng):
+            return self.mappers[source](dataset_dict)
+
+
+def set_train_loader_start_iter(loader, start_iter: int) -> bool:
+    """Make a loader of :func:`build_video_train_loader` continue at iteration ``start_iter``.
+
+    Must be called before the loader is iterated. Returns ``False`` (and does nothing) for other loaders.
+    """
+    sampler = getattr(loader, "l2g_sampler", None)
+    if not isinstance(sampler, ResumableSampler):
+        return False
+    sampler.set_start(int(start_iter) * sampler.batch_size_per_rank)
+    logger.info("train loader: continuing the sample stream at iteration %d (per-rank position %d)",
+                start_iter, sampler.start)
+    return True
 
 
 def _as_list(dataset) -> list:
@@ -169,10 +252,22 @@ def build_video_train_loader(
         pseudo_dataset, pseudo_mapper: optional second source (e.g. COCO dicts and a
             :class:`~local2global.data.coco_pseudo_video.CocoPseudoVideoMapper`).
         pseudo_ratio: probability that a clip comes from the pseudo source (0 disables it).
-        sampler: custom index sampler over ``dataset`` (only without a pseudo source).
-        seed: sampler seed (default: a seed shared by all processes).
+        sampler: custom infinite per-rank index sampler over ``dataset`` (only without a pseudo source).
+        seed: sampler seed (default: a seed shared by all processes, drawn from numpy's global generator,
+            which ``train.seed`` fixes).
+
+    Reproducibility and resuming: sample ``p`` of the global index stream is mapped with the random generator
+    ``numpy.random.default_rng([seed, p])`` (passed to mappers that take ``rng``, else installed as numpy's
+    global state), and :func:`set_train_loader_start_iter` skips the samples of finished iterations, so a
+    resumed run sees the same clips, frames and augmentations as an uninterrupted one, for any number of
+    workers and processes (with the same total batch size).
     """
     videos = _as_list(dataset)
+    world = comm.get_world_size()
+    if total_batch_size <= 0 or total_batch_size % world:
+        raise ValueError(f"total_batch_size ({total_batch_size}) must be a positive multiple of the number of "
+                         f"processes ({world})")
+    seed = int(comm.shared_random_seed() if seed is None else seed)
     mixed = pseudo_ratio > 0.0
     if mixed:
         if pseudo_dataset is None or pseudo_mapper is None:
@@ -181,20 +276,23 @@ def build_video_train_loader(
             raise ValueError("a custom sampler cannot be combined with a pseudo-video source")
         pseudo = _as_list(pseudo_dataset)
         items = [(0, d) for d in videos] + [(1, d) for d in pseudo]
-        data = MapDataset(DatasetFromList(items, copy=False), _SourceMapper([mapper, pseudo_mapper]))
+        data = _PositionSeededDataset(items, _SourceMapper([mapper, pseudo_mapper]), seed)
         sampler = MixedSourceSampler(len(videos), len(pseudo), pseudo_ratio, seed=seed)
         logger.info("train loader: %d videos + %d pseudo-video images, pseudo ratio %.3f",
                     len(videos), len(pseudo), pseudo_ratio)
     else:
         if not videos:
             raise ValueError("the training dataset is empty")
-        data = MapDataset(DatasetFromList(videos, copy=False), mapper)
+        data = _PositionSeededDataset(videos, mapper, seed)
         if sampler is None:
             sampler = TrainingSampler(len(videos), shuffle=True, seed=seed)
-    return build_detection_train_loader(
-        dataset=data, mapper=None, sampler=sampler, total_batch_size=total_batch_size,
+    resumable = ResumableSampler(sampler, total_batch_size // world)
+    loader = build_detection_train_loader(
+        dataset=data, mapper=None, sampler=resumable, total_batch_size=total_batch_size,
         aspect_ratio_grouping=False, num_workers=num_workers,
     )
+    loader.l2g_sampler = resumable
+    return loader
 
 
 def build_video_test_loader(dataset: Union[str, Sequence[dict]], mapper: Callable[[dict], dict],

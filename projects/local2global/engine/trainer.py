@@ -34,6 +34,7 @@ from detectron2.utils.file_io import PathManager
 
 from .device import resolve_device
 from .ema import EMAHook, EMAState
+from .faults import DeterministicStepHook, MetricHistoryHook, build_fault_hook, save_fault_callback
 from .freeze import count_parameters
 
 __all__ = [
@@ -278,6 +279,7 @@ def do_train(cfg, resume: bool = False):
     if ema is not None:
         checkpointables["ema_state"] = ema
     checkpointer = build_checkpointer(model, cfg.train.output_dir, **checkpointables)
+    checkpointer.before_replace = save_fault_callback()  # None unless L2G_FAULT_KILL_DURING_SAVE is set
 
     clip = _get(cfg, "train.clip_grad", None)
     clip_hook = None
@@ -286,8 +288,12 @@ def do_train(cfg, resume: bool = False):
         clip_hook = GradientClipHook(max_norm=params.get("max_norm", 0.1), norm_type=params.get("norm_type", 2))
 
     ckpt_cfg = dict(_get(cfg, "train.checkpointer", {}) or {})
+    seed = int(_get(cfg, "train.seed", -1))
     trainer.register_hooks([
+        # every random draw of step i is a function of (train.seed, i, rank): resumed runs repeat them exactly
+        DeterministicStepHook(seed, model) if seed >= 0 else None,
         hooks.IterationTimer(),
+        MetricHistoryHook(),  # smoothed metrics continue across --resume
         clip_hook,
         EMAHook(ema, model) if ema is not None else None,
         hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
@@ -295,6 +301,7 @@ def do_train(cfg, resume: bool = False):
         hooks.EvalHook(_get(cfg, "train.eval_period", 0), lambda: do_test(cfg, model, ema)),
         hooks.PeriodicWriter(build_writers(cfg), period=_get(cfg, "train.log_period", 20))
         if comm.is_main_process() else None,
+        build_fault_hook(model),  # None unless an L2G_FAULT_* variable is set (faults.py); runs last
     ])
 
     checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=resume)
@@ -303,6 +310,14 @@ def do_train(cfg, resume: bool = False):
         start_iter = trainer.iter + 1
     else:
         start_iter = 0
+    # continue the sample stream where the stopped run was (detectron2's sampler would restart it)
+    from local2global.data.build import set_train_loader_start_iter
+
+    if start_iter and not set_train_loader_start_iter(train_loader, start_iter):
+        logger.warning("the train loader is not resumable: --resume restarts its sample stream")
+    # create the loader's iterator now: torch's DataLoader draws its base seed from torch's global generator
+    # when the iterator is created, which inside the first step would shift that step's random draws
+    trainer._data_loader_iter  # noqa: B018 - property with a side effect
     logger.info("Training on %s from iteration %d to %d", device, start_iter, cfg.train.max_iter)
     trainer.train(start_iter, cfg.train.max_iter)
     return trainer

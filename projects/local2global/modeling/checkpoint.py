@@ -21,14 +21,16 @@ detrex MaskDINO                     Local2Global
 from __future__ import annotations
 
 import logging
-from typing import Dict, Mapping
+import os
+import tempfile
+from typing import Callable, Dict, Mapping, Optional
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from torch import nn
 
 __all__ = ["DETREX_PREFIX_MAP", "convert_maskdino_state_dict", "register_detrex_key_mapping",
-           "Local2GlobalCheckpointer"]
+           "Local2GlobalCheckpointer", "CheckpointMismatchError"]
 
 logger = logging.getLogger(__name__)
 
@@ -69,8 +71,43 @@ def register_detrex_key_mapping(model: nn.Module) -> None:
     model.register_load_state_dict_pre_hook(_remap_hook)
 
 
+class CheckpointMismatchError(RuntimeError):
+    """A checkpoint that does not belong to the model's architecture (the message lists keys and shapes)."""
+
+
+def _atomic_write(path: str, write: Callable, before_replace: Optional[Callable[[str], None]] = None,
+                  mode: str = "wb") -> None:
+    """``write(f)`` into a temporary file next to ``path``, fsync, then ``os.replace`` it onto ``path``."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, mode) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600 files; checkpoints are shared like any output
+        if before_replace is not None:
+            before_replace(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
 class Local2GlobalCheckpointer(DetectionCheckpointer):
     """``DetectionCheckpointer`` that maps detrex names and warns about a pixel-normalisation mismatch.
+
+    Saving is atomic: the checkpoint and ``last_checkpoint`` are written to temporary files and moved into
+    place with ``os.replace``, so a process killed while saving leaves the previous checkpoint and
+    ``last_checkpoint`` as they were (``before_replace``, if set, is called with the temporary file's path
+    just before the move: the fault-injection hook of the tests).
+
+    Loading a checkpoint of another architecture fails loudly (:class:`CheckpointMismatchError`) when no
+    model parameter can be loaded from it, or when more than half of the parameters it shares by name with
+    the model have other shapes; the message lists the offending keys with both shapes. Smaller mismatches
+    (a new class head, a module the checkpoint lacks, e.g. the aligner of a MaskDINO checkpoint) are loaded
+    around, with a warning that lists them.
 
     MaskDINO's (and this project's) default normalisation is RGB with ImageNet mean/std, matching
     torchvision-style ResNet weights. MSRA-style ``R-50.pkl`` weights (Caffe2, BGR, std 1) need
@@ -87,4 +124,60 @@ class Local2GlobalCheckpointer(DetectionCheckpointer):
                 "pixel_std=%s (torchvision/MaskDINO convention). Set model.pixel_std=[1,1,1] and BGR means, or "
                 "use torchvision-converted weights.", std.flatten().tolist())
         checkpoint["model"] = convert_maskdino_state_dict(checkpoint["model"])
-        return super()._load_model(checkpoint)
+        model_keys = set(self.model.state_dict().keys())
+        incompatible = super()._load_model(checkpoint)
+        self._check_architecture(incompatible, model_keys)
+        return incompatible
+
+    #: called with the temporary file of every save before it replaces the checkpoint (fault injection)
+    before_replace: Optional[Callable[[str], None]] = None
+
+    def _check_architecture(self, incompatible, model_keys) -> None:
+        shapes = list(getattr(incompatible, "incorrect_shapes", []) or [])
+        missing = set(getattr(incompatible, "missing_keys", []) or [])
+        bad = {k for k, _, _ in shapes}
+        loaded = len(model_keys - missing - bad)
+        where = f"checkpoint {getattr(self, '_loading_path', '')!r}"
+
+        def listing(items):
+            items = list(items)
+            text = "; ".join(items[:20])
+            return text + (f"; ... ({len(items) - 20} more)" if len(items) > 20 else "")
+
+        shape_list = [f"{k}: {tuple(a)} in the checkpoint, {tuple(b)} in the model" for k, a, b in shapes]
+        if loaded == 0:
+            raise CheckpointMismatchError(
+                f"{where} does not fit this model ({type(self.model).__name__}): none of its "
+                f"{len(model_keys)} parameters/buffers could be loaded. Unexpected checkpoint keys: "
+                f"{listing(sorted(getattr(incompatible, 'unexpected_keys', []) or []))}. Shape mismatches: "
+                f"{listing(shape_list) or 'none'}")
+        if shapes and len(shapes) > 0.5 * (len(shapes) + loaded):
+            raise CheckpointMismatchError(
+                f"{where} is of another architecture: {len(shapes)} of the {len(shapes) + loaded} parameters it "
+                f"shares with the model have other shapes: {listing(shape_list)}")
+        if shapes:
+            logger.warning("%s: %d parameter(s) not loaded because of shape mismatches: %s", where, len(shapes),
+                           listing(shape_list))
+
+    def load(self, path, *args, **kwargs):
+        self._loading_path = path
+        return super().load(path, *args, **kwargs)
+
+    def save(self, name: str, **kwargs) -> None:
+        """Write ``<save_dir>/<name>.pth`` and then ``last_checkpoint``, each atomically."""
+        if not self.save_dir or not self.save_to_disk:
+            return
+        data = {"model": self.model.state_dict()}
+        for key, obj in self.checkpointables.items():
+            data[key] = obj.state_dict()
+        data.update(kwargs)
+        basename = f"{name}.pth"
+        save_file = os.path.join(self.save_dir, basename)
+        self.logger.info("Saving checkpoint to %s", save_file)
+        _atomic_write(save_file, lambda f: torch.save(data, f), self.before_replace)
+        self.tag_last_checkpoint(basename)
+
+    def tag_last_checkpoint(self, last_filename_basename: str) -> None:
+        """Point ``last_checkpoint`` at ``last_filename_basename`` (atomically)."""
+        _atomic_write(os.path.join(self.save_dir, "last_checkpoint"),
+                      lambda f: f.write(last_filename_basename), mode="w")

@@ -116,6 +116,8 @@ def main(argv=None) -> int:
     parser.add_argument("--output", required=True, help="output folder")
     parser.add_argument("--fps", type=float, default=6.0)
     parser.add_argument("--no-gif", action="store_true")
+    parser.add_argument("--render-scale", type=int, default=0,
+                        help="integer upscaling of the rendered video (0: auto, so that the short side is >= 256 px)")
     parser.add_argument("--no-mask-pngs", action="store_true")
     parser.add_argument("--video-id", type=int, default=1)
     parser.add_argument("--input-format", default="RGB", choices=["RGB", "BGR"],
@@ -144,10 +146,13 @@ def main(argv=None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     inp = Path(args.input)
     rendered: List[np.ndarray] = []
+    scale = None
     mask_dir = out_dir / "masks"
     for i, frame in enumerate(tqdm(iter_frames(inp), total=count_frames(inp), desc="frames", unit="frame")):
         inst = predictor(frame)
-        rendered.append(draw_frame_instances(frame, inst, class_names))
+        if scale is None:
+            scale = args.render_scale or max(1, -(-256 // min(frame.shape[:2])))
+        rendered.append(draw_frame_instances(frame, inst, class_names, scale=scale))
         if not args.no_mask_pngs:
             for tid, m in zip(inst.track_ids.tolist(), inst.masks.cpu().numpy()):
                 d = mask_dir / f"track_{tid:03d}"

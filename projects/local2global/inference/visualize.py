@@ -28,10 +28,18 @@ def track_color(track_id: int) -> Tuple[int, int, int]:
 
 
 def draw_frame_instances(frame_rgb: np.ndarray, inst: FrameInstances,
-                         class_names: Optional[Sequence[str]] = None) -> np.ndarray:
-    """Overlay masks, contours and ``class score #track`` labels on an ``H×W×3`` uint8 RGB frame."""
-    out = frame_rgb.astype(np.float32).copy()
+                         class_names: Optional[Sequence[str]] = None, scale: int = 1) -> np.ndarray:
+    """Overlay masks, contours and ``class score #track`` labels on an ``H×W×3`` uint8 RGB frame.
+
+    Args:
+        scale: integer upscaling (nearest neighbour) of frame and masks before drawing, so that labels stay
+            legible on small frames (the synthetic data is 64×96).
+    """
     masks = inst.masks.cpu().numpy().astype(bool)
+    if scale > 1:
+        frame_rgb = np.repeat(np.repeat(frame_rgb, scale, axis=0), scale, axis=1)
+        masks = np.repeat(np.repeat(masks, scale, axis=1), scale, axis=2)
+    out = frame_rgb.astype(np.float32).copy()
     labels_text = []
     for i, tid in enumerate(inst.track_ids.tolist()):
         color = np.array(track_color(tid), dtype=np.float32)
@@ -47,7 +55,7 @@ def draw_frame_instances(frame_rgb: np.ndarray, inst: FrameInstances,
         if not m.any():
             continue
         contours, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        cv2.drawContours(canvas, contours, -1, color, 1)
+        cv2.drawContours(canvas, contours, -1, color, max(1, scale // 2))
         ys, xs = np.nonzero(m)
         org = (int(xs.min()), max(int(ys.min()) - 2, 8))
         cv2.putText(canvas, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.4 * scale, (0, 0, 0), 2, cv2.LINE_AA)

@@ -6,6 +6,7 @@
     python benchmarks/run.py --cases inference,eval --force
     python benchmarks/run.py --render-only        # rebuild RESULTS.md + plots from the cache
     python benchmarks/run.py --list
+    python benchmarks/run.py --threads 1 ...       # fix the CPU thread count (default: the idle cores)
 
 Each case's result is cached under ``benchmarks/cache/<case>-<mode>-<commit>.json`` (not re-run for the same
 clean commit unless ``--force``); RESULTS.md is rendered from the newest cached record of every case, with the
@@ -33,8 +34,24 @@ def _threads_from_argv(argv) -> str:
     return os.environ.get("L2G_BENCH_THREADS", "")
 
 
+def _auto_threads() -> str:
+    """Without --threads / $OMP_NUM_THREADS: the cores not already busy (1-min load average), at least 1.
+
+    Oversubscribed OpenMP threads spin: on a 2-core machine shared with other jobs, 2 threads ran the models
+    10-30x slower than 1 thread.
+    """
+    if os.environ.get("OMP_NUM_THREADS"):
+        return ""
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        return ""
+    cores = os.cpu_count() or 1
+    return str(max(1, min(cores, int(cores - load + 0.5))))
+
+
 # The thread count must be fixed before torch is imported (and is inherited by the per-length subprocesses).
-_THREADS = _threads_from_argv(sys.argv[1:])
+_THREADS = _threads_from_argv(sys.argv[1:]) or _auto_threads()
 if _THREADS:
     os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = _THREADS
 for p in (ROOT, ROOT / "projects"):
@@ -54,9 +71,9 @@ def main(argv=None) -> int:
     parser.add_argument("--force", action="store_true", help="re-run even when a cached result exists")
     parser.add_argument("--render-only", action="store_true", help="only rebuild RESULTS.md from the cache")
     parser.add_argument("--threads", default=_THREADS or None,
-                        help="CPU threads (OMP_NUM_THREADS) for every case; default: torch's default, or "
-                             "$L2G_BENCH_THREADS. Use 1 on a machine shared with other jobs (oversubscribed OpenMP "
-                             "threads spin and can be 10-30x slower)")
+                        help="CPU threads (OMP_NUM_THREADS) for every case; default: $L2G_BENCH_THREADS, else "
+                             "$OMP_NUM_THREADS, else the cores not busy by the 1-min load average (at least 1): "
+                             "oversubscribed OpenMP threads spin and were 10-30x slower on a shared 2-core machine")
     parser.add_argument("--list", action="store_true", help="list the cases and exit")
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "RESULTS.md"))
     args = parser.parse_args(argv)

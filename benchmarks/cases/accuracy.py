@@ -47,7 +47,7 @@ TRACK_SCORE = 0.5
 # video-level result (the evaluator's top-10 per video), marked "all".
 TRACK_SCORE_ALL = 0.0
 BUDGETS = {  # (seeds, warm-up iterations, clip iterations)
-    True: ([0], 60, 60),
+    True: ([0], 40, 40),
     False: ([0, 1, 2], 300, 600),
 }
 

@@ -29,8 +29,8 @@ from ._common import ROOT, build_model, device, load_average, peak_rss_mb, run_s
 
 PLOTS = ROOT / "benchmarks" / "plots"
 LENGTHS = {"tiny": [30, 100, 300, 1000, 2000], "r50": [30, 100, 300]}
-QUICK_LENGTHS = {"tiny": [30, 100, 300]}
-NOSTORE_LENGTHS = {False: {"tiny": [30, 2000], "r50": [30, 300]}, True: {"tiny": [30, 300]}}
+QUICK_LENGTHS = {"tiny": [30, 100]}
+NOSTORE_LENGTHS = {False: {"tiny": [30, 2000], "r50": [30, 300]}, True: {"tiny": [30, 100]}}
 RESOLUTIONS = {"360p": (360, 640), "480p": (480, 854), "720p": (720, 1280)}
 
 
@@ -83,7 +83,7 @@ RUN_CACHE = ROOT / "benchmarks" / "cache" / "scaling-runs"
 
 
 def measure_lengths(model_name: str, lengths: List[int], height: int = 180, width: int = 320,
-                    store: bool = True) -> List[dict]:
+                    store: bool = True, tag: str = "") -> List[dict]:
     """One child process per length. Each finished run is kept under ``benchmarks/cache/scaling-runs/`` (with
     its commit) so that an interrupted case resumes; ``L2G_BENCH_FRESH=1`` ignores those files."""
     from benchmarks.harness import git_commit
@@ -92,7 +92,7 @@ def measure_lengths(model_name: str, lengths: List[int], height: int = 180, widt
     RUN_CACHE.mkdir(parents=True, exist_ok=True)
     for n in lengths:
         path = RUN_CACHE / (f"{model_name}-{n}-{height}x{width}-t{torch.get_num_threads()}"
-                            + ("" if store else "-nostore") + ".json")
+                            + ("" if store else "-nostore") + tag + ".json")
         if path.exists() and not os.environ.get("L2G_BENCH_FRESH"):
             out.append(json.loads(path.read_text()))
             continue
@@ -134,10 +134,12 @@ def case_scaling(quick: bool) -> dict:
             res["queries_resolution"] = {"model": "r50", "repeats": 2, "times": measure_queries_resolution("r50", 2)}
             RUN_CACHE.mkdir(parents=True, exist_ok=True)
             qr.write_text(json.dumps(res["queries_resolution"]))
+    tag = "-quick" if quick else ""
     for m, ls in lengths.items():
-        res["lengths"][m] = measure_lengths(m, ls)
+        res["lengths"][m] = measure_lengths(m, ls, tag=tag)
     # the same without storing the video-level RLEs (live-stream mode): isolates the cost of the stored outputs
-    res["lengths_nostore"] = {m: measure_lengths(m, ls, store=False) for m, ls in NOSTORE_LENGTHS[quick].items()}
+    res["lengths_nostore"] = {m: measure_lengths(m, ls, store=False, tag=tag)
+                              for m, ls in NOSTORE_LENGTHS[quick].items()}
     return res
 
 

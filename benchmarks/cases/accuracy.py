@@ -47,7 +47,7 @@ TRACK_SCORE = 0.5
 # video-level result (the evaluator's top-10 per video), marked "all".
 TRACK_SCORE_ALL = 0.0
 BUDGETS = {  # (seeds, warm-up iterations, clip iterations)
-    True: ([0], 40, 40),
+    True: ([0], 30, 30),
     False: ([0, 1, 2], 300, 600),
 }
 
@@ -69,6 +69,22 @@ def _seconds_per_iter(log: Path) -> Optional[float]:
         if "Overall training speed" in line and "s / it" in line:
             return float(line.rsplit("(", 1)[1].split()[0])
     return None
+
+
+def _final_train_eval(run: Path) -> Optional[Dict[str, float]]:
+    """The ``segm/*`` figures of the last evaluation in a training run's ``metrics.json``, or ``None``."""
+    path = run / "metrics.json"
+    if not path.is_file() or not (run / "inference" / "results.json").is_file():
+        return None
+    found = None
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if "segm/AP" in rec:
+            found = {k.split("/", 1)[1]: v for k, v in rec.items() if k.startswith("segm/")}
+    return found
 
 
 def _gt_json() -> Path:
@@ -130,14 +146,20 @@ def run_seed_row(seed: int, row: str, warm_iters: int, clip_iters: int) -> dict:
                     f"train.init_checkpoint={warm / 'model_final.pth'}", "dataloader.train.mapper.num_frames=3",
                     *ROWS[row], *common], run / "train.log")
     ev = base / f"{tag}_eval"
-    if not (ev / "eval_results.json").is_file():
-        _train_net(["--eval-only", f"train.output_dir={ev}", f"train.init_checkpoint={run / 'model_final.pth'}",
-                    *ROWS[row], *common], ev / "eval.log")
-    ret = json.loads((ev / "eval_results.json").read_text())
-    segm = ret.get("segm", ret)
+    # detectron2's EvalHook evaluates the final model at the end of training; use that when present (it is
+    # what --eval-only computes), else evaluate separately.
+    segm = None if (ev / "eval_results.json").is_file() else _final_train_eval(run)
+    if segm is not None:
+        ev = run
+    else:
+        if not (ev / "eval_results.json").is_file():
+            _train_net(["--eval-only", f"train.output_dir={ev}", f"train.init_checkpoint={run / 'model_final.pth'}",
+                        *ROWS[row], *common], ev / "eval.log")
+        ret = json.loads((ev / "eval_results.json").read_text())
+        segm = ret.get("segm", ret)
     out = {k: float(segm[k]) for k in METRICS if k in segm}
     out["clip_s_per_iter"] = _seconds_per_iter(run / "train.log")
-    results_json = next(ev.rglob("results.json"), None)
+    results_json = next((ev / "inference").rglob("results.json"), None) if (ev / "inference").is_dir() else None
     if results_json:
         track = tracking_metrics(results_json, _gt_json(), ev / "trackeval")
         if track:

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG = ROOT / "configs" / "local2global_tiny_synthetic.py"
+CONFIG = ROOT / "configs" / "local2global_tiny_demo.py"
 logger = logging.getLogger("local2global.run_demo")
 
 REPORTED = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10"]

@@ -33,24 +33,43 @@ from detectron2.engine import default_argument_parser, default_setup, launch  # 
 from detectron2.utils import comm  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
 
-from local2global.engine.overrides import OverrideError, apply_overrides_strict  # noqa: E402
-from local2global.engine.trainer import apply_fast_dev_run, do_eval_only, do_train  # noqa: E402
+from local2global.engine.overrides import ConfigError, OverrideError, apply_overrides_strict, check_config  # noqa: E402
+from local2global.engine.trainer import apply_fast_dev_run, do_eval_only, do_train, training_started  # noqa: E402
 
 logger = logging.getLogger("local2global.train_net")
 
 
 def main(args) -> dict:
-    """Load the config, apply overrides, set up logging / output dir, train or evaluate."""
+    """Load the config, apply overrides, set up logging / output dir, train or evaluate.
+
+    A run that fails before its first iteration (a checkpoint of another architecture, a dataset that does not
+    exist, ...) puts the output folder's previous ``config.yaml`` back, so that it still describes the
+    checkpoints there.
+    """
+    previous_config = None
     try:
         cfg = LazyConfig.load(args.config_file)
         cfg = apply_overrides_strict(cfg, args.opts)
+        check_config(cfg, f"config {args.config_file!r}")  # before default_setup writes to train.output_dir
         apply_fast_dev_run(cfg)
+        config_path = os.path.join(cfg.train.output_dir or "", "config.yaml")
+        if cfg.train.output_dir and comm.is_main_process() and os.path.isfile(config_path):
+            with open(config_path, "rb") as f:
+                previous_config = f.read()
         default_setup(cfg, args)
         # detectron2's default_setup configures the "detectron2" and "fvcore" loggers; add this package's
         setup_logger(cfg.train.output_dir, distributed_rank=comm.get_rank(), name="local2global", abbrev_name="l2g")
-        if args.eval_only:
-            return do_eval_only(cfg)
-        do_train(cfg, resume=args.resume)
+        try:
+            if args.eval_only:
+                return do_eval_only(cfg)
+            do_train(cfg, resume=args.resume)
+        except BaseException:
+            if previous_config is not None and (args.eval_only or not training_started()):
+                with open(config_path + ".tmp", "wb") as f:
+                    f.write(previous_config)
+                os.replace(config_path + ".tmp", config_path)
+                logger.error("the run failed before training: restored the previous %s", config_path)
+            raise
         return {}
     finally:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -63,8 +82,9 @@ def invoke_main() -> None:
     args = parser.parse_args()
     # check the overrides once, before any process is started (a typo should not spawn N workers to fail)
     try:
-        apply_overrides_strict(LazyConfig.load(args.config_file), args.opts)
-    except OverrideError as e:
+        check_config(apply_overrides_strict(LazyConfig.load(args.config_file), args.opts),
+                     f"config {args.config_file!r}")
+    except (OverrideError, ConfigError) as e:
         sys.exit(f"train_net.py: error: {e}")
     if args.num_gpus > 1 and not torch.cuda.is_available():
         logging.getLogger(__name__).info("No CUDA: --num-gpus %d starts %d CPU processes (gloo)",

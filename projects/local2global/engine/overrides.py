@@ -30,7 +30,8 @@ from typing import Any, Iterable, List, Optional, Sequence, Tuple
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-__all__ = ["OverrideError", "apply_overrides_strict", "parse_overrides", "target_parameters"]
+__all__ = ["OverrideError", "ConfigError", "apply_overrides_strict", "check_config", "parse_overrides",
+           "target_parameters", "TRAIN_KEYS"]
 
 logger = logging.getLogger(__name__)
 
@@ -281,3 +282,79 @@ def _safe_update(cfg: DictConfig, key: str, value: Any) -> None:
         if not OmegaConf.is_config(v):
             raise OverrideError(f"trying to update key {key}, but {prefix} is a {type(v).__name__}, not a config")
     OmegaConf.update(cfg, key, value, merge=True)
+
+
+class ConfigError(ValueError):
+    """A config file with an unknown key or a value of the wrong type (the message names the key)."""
+
+
+#: the ``train`` keys read by the trainer (detrex's ``configs/common/train.py`` plus ``trainable_params``)
+TRAIN_KEYS = ("output_dir", "init_checkpoint", "max_iter", "amp", "ddp", "clip_grad", "model_ema", "fast_dev_run",
+              "checkpointer", "eval_period", "log_period", "wandb", "seed", "device", "trainable_params")
+_TRAIN_TYPES = {"max_iter": int, "eval_period": int, "log_period": int, "seed": int, "output_dir": str,
+                "init_checkpoint": str, "device": str, "checkpointer.period": int, "checkpointer.max_to_keep": int}
+
+
+def _check_lazy_keys(node: Any, path: str, errors: List[str], depth: int = 0) -> None:
+    """Every key of a ``_target_`` node must be a parameter of the target (unless it takes ``**kwargs``)."""
+    if depth > 20:
+        return
+    if isinstance(node, DictConfig):
+        keys = [str(k) for k in node.keys()]
+        if "_target_" in keys:
+            target = node._get_node("_target_")._value()
+            params = target_parameters(target)
+            if params is not None:
+                name = target if isinstance(target, str) else getattr(target, "__qualname__", repr(target))
+                for k in keys:
+                    if k != "_target_" and k not in params:
+                        near = difflib.get_close_matches(k, params, n=3, cutoff=0.6)
+                        hint = f" Did you mean: {', '.join(f'{path}.{m}' for m in near)}?" if near else ""
+                        errors.append(f"unknown key '{path}.{k}': {name} has no parameter {k!r}.{hint}")
+        for k in keys:
+            child = node._get_node(k)
+            if isinstance(child, (DictConfig, ListConfig)):
+                _check_lazy_keys(child, f"{path}.{k}" if path else k, errors, depth + 1)
+    elif isinstance(node, ListConfig):
+        for i in range(len(node)):
+            child = node._get_node(i)
+            if isinstance(child, (DictConfig, ListConfig)):
+                _check_lazy_keys(child, f"{path}.{i}", errors, depth + 1)
+
+
+def check_config(cfg: DictConfig, source: str = "the config") -> None:
+    """Reject config files with unknown keys or wrongly typed training options, before anything is written.
+
+    Checked: the keys of every ``LazyCall`` node against its target's parameters (``model.foo = 1`` for a model
+    without ``foo``), the ``train`` keys against :data:`TRAIN_KEYS`, and the types of the integer / string
+    ``train`` options (``train.max_iter`` a positive integer, ...).
+
+    Raises:
+        ConfigError: listing every offending key (with close matches), naming ``source``.
+    """
+    errors: List[str] = []
+    for section in ("model", "dataloader", "optimizer", "lr_multiplier"):
+        if section in cfg:
+            node = cfg._get_node(section)
+            if isinstance(node, (DictConfig, ListConfig)):
+                _check_lazy_keys(node, section, errors)
+    train = cfg.get("train", None) if isinstance(cfg, DictConfig) else None
+    if isinstance(train, DictConfig):
+        for k in train.keys():
+            if k not in TRAIN_KEYS:
+                near = difflib.get_close_matches(str(k), TRAIN_KEYS, n=3, cutoff=0.6)
+                hint = f" Did you mean: {', '.join('train.' + m for m in near)}?" if near else ""
+                errors.append(f"unknown key 'train.{k}' (the trainer reads {', '.join(TRAIN_KEYS)}).{hint}")
+        for key, typ in _TRAIN_TYPES.items():
+            value = OmegaConf.select(train, key, default=_MISSING, throw_on_missing=False)
+            if value is _MISSING or value is None:
+                continue
+            ok = isinstance(value, typ) and not (typ is int and isinstance(value, bool))
+            if typ is int and isinstance(value, float) and value.is_integer():
+                ok = True
+            if not ok:
+                errors.append(f"'train.{key}' must be {typ.__name__}, got {type(value).__name__} {value!r}")
+            elif key == "max_iter" and value <= 0:
+                errors.append(f"'train.max_iter' must be positive, got {value!r}")
+    if errors:
+        raise ConfigError(f"{source}: " + "; ".join(errors))

@@ -49,6 +49,7 @@ __all__ = [
     "do_test",
     "do_train",
     "do_eval_only",
+    "training_started",
 ]
 
 logger = logging.getLogger(__name__)
@@ -262,8 +263,18 @@ def _ddp_kwargs(cfg, device: torch.device) -> dict:
     return kwargs
 
 
+_TRAINING_STARTED = [False]
+
+
+def training_started() -> bool:
+    """Whether the last :func:`do_train` of this process got as far as its first iteration (for
+    ``scripts/train_net.py``, which restores the previous ``config.yaml`` of a run that failed before that)."""
+    return _TRAINING_STARTED[0]
+
+
 def do_train(cfg, resume: bool = False):
     """Train ``cfg.model`` as configured; returns the trainer (after training)."""
+    _TRAINING_STARTED[0] = False
     model, device = _prepare_model(cfg)
     cfg.optimizer.params.model = model
     optimizer = instantiate(cfg.optimizer)
@@ -319,6 +330,7 @@ def do_train(cfg, resume: bool = False):
     # when the iterator is created, which inside the first step would shift that step's random draws
     trainer._data_loader_iter  # noqa: B018 - property with a side effect
     logger.info("Training on %s from iteration %d to %d", device, start_iter, cfg.train.max_iter)
+    _TRAINING_STARTED[0] = True
     trainer.train(start_iter, cfg.train.max_iter)
     return trainer
 

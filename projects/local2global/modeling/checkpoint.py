@@ -125,18 +125,18 @@ class Local2GlobalCheckpointer(DetectionCheckpointer):
                 "use torchvision-converted weights.", std.flatten().tolist())
         checkpoint["model"] = convert_maskdino_state_dict(checkpoint["model"])
         model_keys = set(self.model.state_dict().keys())
+        ckpt_keys = {k[len("module."):] if k.startswith("module.") else k for k in checkpoint["model"]}
         incompatible = super()._load_model(checkpoint)
-        self._check_architecture(incompatible, model_keys)
+        self._check_architecture(incompatible, model_keys, ckpt_keys)
         return incompatible
 
     #: called with the temporary file of every save before it replaces the checkpoint (fault injection)
     before_replace: Optional[Callable[[str], None]] = None
 
-    def _check_architecture(self, incompatible, model_keys) -> None:
+    def _check_architecture(self, incompatible, model_keys, ckpt_keys) -> None:
         shapes = list(getattr(incompatible, "incorrect_shapes", []) or [])
-        missing = set(getattr(incompatible, "missing_keys", []) or [])
         bad = {k for k, _, _ in shapes}
-        loaded = len(model_keys - missing - bad)
+        loaded = len((ckpt_keys & model_keys) - bad)
         where = f"checkpoint {getattr(self, '_loading_path', '')!r}"
 
         def listing(items):

@@ -105,6 +105,35 @@ def _findings() -> str:
     return "\n".join(out)
 
 
+def _durations() -> str:
+    """How long each mode takes: the sum of the newest record's duration per case and mode."""
+    lines = ["## Run time of the modes", "",
+             "Full mode: the longest recorded invocation of each case (a re-run that found its per-run caches "
+             "is shorter); quick mode: the latest invocation.", "",
+             "| case | full mode s | quick mode s |", "|---|---:|---:|"]
+    totals = {"full": 0.0, "quick": 0.0}
+    for name in harness.CASES:
+        cells = []
+        for mode in ("full", "quick"):
+            files = sorted(harness.CACHE_DIR.glob(f"{name}-{mode}-*.json"), key=lambda p: p.stat().st_mtime)
+            if files:
+                ds = [json.loads(f.read_text()).get("duration_s") or 0.0 for f in files]
+                d = max(ds) if mode == "full" else ds[-1]
+                totals[mode] += d
+                cells.append(f"{d:.0f}")
+            else:
+                cells.append("-")
+        lines.append(f"| {name} | {cells[0]} | {cells[1]} |")
+    lines.append(f"| **total** | **{totals['full'] / 60:.0f} min** | **{totals['quick'] / 60:.1f} min** |")
+    lines.append("")
+    lines.append("Durations are wall times on the shared 2-core machine (load average about 5-6 during the runs, "
+                 "several of these cases running at the same time), so they overstate what an unshared machine "
+                 "needs. `scaling` and `accuracy` keep resumable per-run caches (`benchmarks/cache/scaling-runs/`, "
+                 "`output/bench_accuracy/`), so an interrupted full run continues where it stopped. The `detrex` case needs the external driver (`$L2G_DETREX_COMPARE`) and is skipped "
+                 "(0 s) without it.")
+    return "\n".join(lines)
+
+
 def write_results(path: Path) -> None:
     sections = []
     summary_lines = []
@@ -138,5 +167,5 @@ def write_results(path: Path) -> None:
         sections.append("\n".join(body))
     summary = ("## Headline figures\n\n" + "\n".join(summary_lines)) if summary_lines else ""
     text = HEADER.format(generated=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), summary=summary)
-    text += "\n\n" + _findings() + "\n\n" + "\n\n".join(sections) + "\n"
+    text += "\n\n" + _findings() + "\n\n" + "\n\n".join(sections) + "\n\n" + _durations() + "\n"
     path.write_text(text)

@@ -130,7 +130,10 @@ def _durations() -> str:
                  "several of these cases running at the same time), so they overstate what an unshared machine "
                  "needs. `scaling` and `accuracy` keep resumable per-run caches (`benchmarks/cache/scaling-runs/`, "
                  "`output/bench_accuracy/`), so an interrupted full run continues where it stopped. The `detrex` case needs the external driver (`$L2G_DETREX_COMPARE`) and is skipped "
-                 "(0 s) without it.")
+                 "(0 s) without it; with it, its quick mode took 216 s here. `make bench-quick` = "
+                 "`python benchmarks/run.py --quick` (every case fresh: under 10 minutes on this loaded machine, "
+                 "with the detrex driver about 8 minutes; an earlier, larger quick configuration took 17.6 min while two "
+                 "full-mode cases ran beside it, after which the quick sizes were cut).")
     return "\n".join(lines)
 
 

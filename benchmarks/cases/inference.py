@@ -1,4 +1,4 @@
-"""Item 1 (and 3b): per-frame online inference time of the R-50 model — full vs baseline vs image mode.
+"""Item 1: per-frame online inference time of the R-50 model — full vs baseline vs image mode.
 
 One R-50 model (random weights, ``configs/models/local2global_r50.py``) is timed on synthetic 360×640 frames:
 

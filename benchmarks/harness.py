@@ -136,19 +136,25 @@ def cache_path(case: str, quick: bool, commit: str) -> Path:
 
 
 def latest_cached(case: str) -> Optional[dict]:
-    """Most recent cached result of ``case`` (any commit); a full-mode record wins over any quick one."""
+    """Most recent cached result of ``case`` (any commit); a full-mode record wins over any quick one and a
+    measured record over a skipped one."""
     if not CACHE_DIR.exists():
         return None
     files = sorted(CACHE_DIR.glob(f"{case}-*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+    skipped = None
     for mode in ("full", "quick"):
         for f in files:
             if not f.name.startswith(f"{case}-{mode}-"):
                 continue
             try:
-                return json.loads(f.read_text())
+                rec = json.loads(f.read_text())
             except json.JSONDecodeError:
                 continue
-    return None
+            if isinstance(rec.get("figures"), dict) and "skipped" in rec["figures"]:
+                skipped = skipped or rec  # a skipped run never hides a measured one
+                continue
+            return rec
+    return skipped
 
 
 def run_cases(names: Sequence[str], quick: bool, force: bool = False, command: Optional[str] = None

@@ -1,4 +1,4 @@
-"""Fault injection for the reliability tests, and the per-iteration seeding that makes ``--resume`` exact.
+"""Fault injection for the reliability tests, and the hooks that make ``--resume`` exact.
 
 Faults are switched on by environment variables (read when the trainer is built; all unset in normal runs):
 
@@ -17,7 +17,12 @@ Faults are switched on by environment variables (read when the trainer is built;
 generator, if it has one) before every iteration from ``(train.seed, iteration, rank)``, so the random draws of
 the model (point sampling, denoising noise, reduced supervision, dropout) do not depend on what ran before:
 a run resumed at iteration ``k`` draws what the uninterrupted run drew. The data side is keyed by the sample's
-stream position (:func:`local2global.data.build.build_video_train_loader`).
+stream position (:func:`local2global.data.build.build_video_train_loader`), and :class:`MetricHistoryHook` carries
+the smoothing window of the logged metrics across the restart.
+
+Exactness holds for the same ``train.seed``, world size, total batch size, device and thread count
+(``OMP_NUM_THREADS``: CPU kernels may sum in another order with another number of threads). A kill while saving can
+leave a ``.model_XXXXXXX.pth.*.tmp`` file next to the checkpoints; it is never read and may be deleted.
 """
 
 from __future__ import annotations
@@ -33,8 +38,8 @@ import torch
 from detectron2.engine.train_loop import HookBase
 from detectron2.utils import comm
 
-__all__ = ["DeterministicStepHook", "MetricHistoryHook", "FaultInjectionHook", "build_fault_hook", "save_fault_callback",
-           "iteration_seed"]
+__all__ = ["DeterministicStepHook", "MetricHistoryHook", "FaultInjectionHook", "build_fault_hook",
+           "save_fault_callback", "iteration_seed"]
 
 logger = logging.getLogger(__name__)
 

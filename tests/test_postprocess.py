@@ -76,3 +76,28 @@ def test_frame_instances_threshold_and_shape_errors():
         pp.update(torch.zeros(4, 2), torch.randn(4, 4, 4), (16, 16), (16, 16), (8, 8))
     with pytest.raises(RuntimeError):
         VideoPostprocessor().finalize(1, (8, 8))
+
+
+@pytest.mark.parametrize("spill", [True, False])
+def test_rle_store_spilled_to_disk_gives_the_same_video_result(spill):
+    """Spilling the per-frame RLEs of all slots to a temporary file (flat memory) changes nothing in the result."""
+    g = torch.Generator().manual_seed(3)
+    frames = [(torch.randn(6, 2, generator=g), torch.randn(6, 8, 10, generator=g) * 3) for _ in range(7)]
+
+    def run(spill_rles):
+        pp = VideoPostprocessor(test_topk=4, spill_rles=spill_rles)
+        for logits, masks in frames:
+            pp.update(logits, masks, (32, 40), (32, 40), (32, 40))
+        return pp.finalize(5, (32, 40))
+
+    ref, got = run(False), run(spill)
+    assert got["scores"] == ref["scores"] and got["labels"] == ref["labels"]
+    assert got["segmentations"] == ref["segmentations"]
+    assert all(len(s) == 7 for s in got["segmentations"])
+    assert any(r is not None for s in got["segmentations"] for r in s)
+    if spill:
+        pp = VideoPostprocessor(spill_rles=True)
+        pp.update(*frames[0], (32, 40), (32, 40), (32, 40))
+        assert pp._state.rles._frames == [] and pp._state.rles._file is not None  # nothing kept in memory
+        pp.reset()
+        assert pp._state.rles is None

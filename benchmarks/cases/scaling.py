@@ -67,7 +67,13 @@ def child(model_name: str, length: int, height: int, width: int, store: bool = T
             rss_after_first = _rss_mb()
         if i % max(1, length // 10) == 0:
             rss_samples.append([i, _rss_mb()])
-    rle_bytes = sum(len(r["counts"]) for fr in pp._state.rles for r in fr if r is not None)
+    store_ = pp._state.rles  # FrameRLEStore: spilled to a temporary file (flat memory) unless spill_rles=False
+    if store_ is None:
+        rle_bytes = 0
+    elif store_._file is not None:
+        rle_bytes = store_._file.tell()
+    else:
+        rle_bytes = sum(len(r["counts"]) for fr in store_._frames for r in fr if r is not None)
     result = pp.finalize(0, size) if store else {"segmentations": []}
     out = {"model": model_name, "length": length, "resolution": [height, width], "store": store,
            "peak_rss_mb": peak_rss_mb(), "rss_after_first_frame_mb": rss_after_first, "rss_end_mb": _rss_mb(),

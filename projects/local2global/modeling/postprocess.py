@@ -12,7 +12,9 @@ Masks are upsampled in chunks of slots (``chunk_size``) so that 300 slots at 720
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+import tempfile
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -21,7 +23,7 @@ import torch.nn.functional as F
 from pycocotools import mask as mask_utils
 from torch import Tensor
 
-__all__ = ["VideoPostprocessor", "FrameInstances", "upsample_mask_logits", "encode_binary_masks"]
+__all__ = ["VideoPostprocessor", "FrameInstances", "FrameRLEStore", "upsample_mask_logits", "encode_binary_masks"]
 
 
 def upsample_mask_logits(mask_logits: Tensor, padded_size: Tuple[int, int], image_size: Tuple[int, int],
@@ -89,11 +91,65 @@ class FrameInstances:
     boxes: Tensor
 
 
+class FrameRLEStore:
+    """The per-frame RLEs of every slot of one video, kept until the video's top-k slots are known.
+
+    The final top-k slots are only known when the video ends (the score is a mean over all frames), so every
+    slot's RLE of every frame must be kept: for N = 300 slots that is O(N) strings per frame, the one thing in
+    online inference that grows with the video length. With ``spill=True`` (default) each frame is appended as
+    one JSON line to an anonymous temporary file (deleted on close) and :meth:`select` reads back only the chosen
+    slots, so memory stays flat for any length; ``spill=False`` keeps the lists in memory (faster for short
+    clips).
+
+    Args:
+        spill: write frames to a temporary file instead of keeping them in memory.
+        spill_dir: directory of the temporary file (default: the system's temp dir).
+    """
+
+    def __init__(self, spill: bool = True, spill_dir: Optional[str] = None):
+        self.spill = spill
+        self.spill_dir = spill_dir
+        self._frames: List[List[Optional[dict]]] = []
+        self._file = None
+        self.num_frames = 0
+
+    def append(self, frame_rles: List[Optional[dict]]) -> None:
+        """Store one frame's ``N`` RLEs (``None`` for empty masks)."""
+        if self.spill:
+            if self._file is None:
+                self._file = tempfile.TemporaryFile(mode="w+", dir=self.spill_dir, encoding="ascii")
+            self._file.write(json.dumps(frame_rles, separators=(",", ":")))
+            self._file.write("\n")
+        else:
+            self._frames.append(frame_rles)
+        self.num_frames += 1
+
+    def select(self, slots: Sequence[int]) -> List[List[Optional[dict]]]:
+        """``[slot][frame]`` RLEs of ``slots`` (in that order), reading the frames once."""
+        out: List[List[Optional[dict]]] = [[] for _ in slots]
+        if self._file is None:
+            frames = iter(self._frames)
+        else:
+            self._file.flush()
+            self._file.seek(0)
+            frames = (json.loads(line) for line in self._file)
+        for frame in frames:
+            for i, s in enumerate(slots):
+                out[i].append(frame[s])
+        return out
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self._frames = []
+
+
 @dataclass
 class _VideoState:
     score_sum: Optional[Tensor] = None  # (N, C) float64 running sum of sigmoid class probabilities
     num_frames: int = 0
-    rles: List[List[Optional[dict]]] = field(default_factory=list)  # [frame][slot]
+    rles: Optional[FrameRLEStore] = None  # [frame][slot], created on the first stored frame
 
 
 class VideoPostprocessor:
@@ -105,20 +161,25 @@ class VideoPostprocessor:
         chunk_size: slots upsampled at once (bounds peak memory at high resolution).
         frame_score_threshold: per-frame streaming output keeps slots whose best class probability is at least
             this (SPEC §3).
+        spill_rles: keep the per-frame RLEs of all slots in a temporary file until the video ends
+            (:class:`FrameRLEStore`), so that memory does not grow with the video length.
     """
 
     def __init__(self, test_topk: int = 10, mask_threshold: float = 0.0, chunk_size: int = 32,
-                 frame_score_threshold: float = 0.5):
+                 frame_score_threshold: float = 0.5, spill_rles: bool = True):
         if test_topk < 1:
             raise ValueError(f"test_topk must be >= 1, got {test_topk}")
         self.test_topk = test_topk
         self.mask_threshold = mask_threshold
         self.chunk_size = chunk_size
         self.frame_score_threshold = frame_score_threshold
+        self.spill_rles = spill_rles
         self._state = _VideoState()
 
     def reset(self) -> None:
         """Forget the current video."""
+        if self._state.rles is not None:
+            self._state.rles.close()
         self._state = _VideoState()
 
     @property
@@ -163,6 +224,8 @@ class VideoPostprocessor:
         st.score_sum += probs.double()
         masks = self.binarize(pred_masks.detach(), padded_size, image_size, output_size)
         if store:
+            if st.rles is None:
+                st.rles = FrameRLEStore(spill=self.spill_rles)
             st.rles.append(encode_binary_masks(masks))
         st.num_frames += 1
         return (probs, masks) if keep_frame_masks else None
@@ -194,7 +257,7 @@ class VideoPostprocessor:
             "image_size": tuple(int(s) for s in image_size),
             "scores": mean.flatten().cpu()[order].tolist(),
             "labels": (order % num_classes).tolist(),
-            "segmentations": [[frame[s] for frame in st.rles] for s in slots],
+            "segmentations": st.rles.select(slots) if st.rles is not None else [[] for _ in slots],
         }
         self.reset()
         return result

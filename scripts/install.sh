@@ -81,6 +81,11 @@ else
   "${PIP[@]}" install -q --no-build-isolation "$D2_SOURCE"
 fi
 
+# trackeval (HOTA / IDF1 for the benchmarks' tracking figures): its declared pins want opencv-python, which clashes
+# with opencv-python-headless (same cv2 module); everything else it needs is already pinned above.
+log "installing trackeval (--no-deps)"
+"${PIP[@]}" install -q --no-deps trackeval==1.3.0
+
 log "installing the local2global package (editable)"
 "${PIP[@]}" install -q --no-deps --no-build-isolation -e "$ROOT"
 

@@ -25,6 +25,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import time
@@ -38,6 +39,19 @@ logger = logging.getLogger("local2global.run_demo")
 REPORTED = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10"]
 
 
+_PROGRESS = re.compile(r"eta: (\S+)\s+iter: (\d+)\s+total_loss: (\S+)")
+
+
+def _console_line(line: str) -> Optional[str]:
+    """What of a stage's log is echoed to the console: a compact progress line, results and errors."""
+    m = _PROGRESS.search(line)
+    if m:
+        return f"iter {int(m.group(2)) + 1:>5}  total_loss {m.group(3):>8}  eta {m.group(1)}"
+    if any(k in line for k in ("copypaste", "Traceback", "Error", "error:")):
+        return line.rstrip()
+    return None
+
+
 def _run(cmd: List[str], log_file: Path, env: Dict[str, str]) -> None:
     """Run ``cmd``, tee its output to ``log_file``; raise with the log's tail if it fails."""
     logger.info("$ %s", " ".join(cmd))
@@ -48,8 +62,9 @@ def _run(cmd: List[str], log_file: Path, env: Dict[str, str]) -> None:
         for line in proc.stdout:
             log.write(line)
             log.flush()
-            if any(k in line for k in ("eta:", "Evaluation results", "|", "copypaste", "ERROR", "Error", "frames:")):
-                sys.stdout.write("    " + line)
+            short = _console_line(line)
+            if short:
+                sys.stdout.write("    " + short + "\n")
                 sys.stdout.flush()
         rc = proc.wait()
     if rc != 0:

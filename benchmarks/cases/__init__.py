@@ -2,7 +2,7 @@
 
 import importlib
 
-MODULES = ["inference", "detrex_compare", "breakdown", "scaling", "training", "evaluation", "accuracy"]
+MODULES = ["inference", "detrex_compare", "breakdown", "scaling", "rle_spill", "training", "evaluation", "accuracy"]
 
 
 def load_all() -> None:

@@ -72,7 +72,7 @@ def _findings() -> str:
         if len(runs) >= 2:
             a, b = runs[0], runs[-1]
             per_frame = (b["rle_bytes"] - a["rle_bytes"]) / max(1, b["length"] - a["length"])
-            out.append(f"* **Memory vs video length: target missed for N = 300.** Peak RSS grows "
+            out.append(f"* **Memory vs video length: target missed for N = 300 before the fix.** Peak RSS grew "
                        f"{100 * (b['peak_rss_mb'] / a['peak_rss_mb'] - 1):+.1f}% from {a['length']} to {b['length']} "
                        f"frames (R-50, 180×320). The network state is O(N·D) and flat (the live-stream runs that keep "
                        f"no video-level RLEs are flat); the growth is the stored per-frame RLEs of **all N slots** "
@@ -80,11 +80,11 @@ def _findings() -> str:
                        "result needs because the final top-k slots are only known at the end. Extrapolated, 2000 "
                        f"frames would hold about {2000 * per_frame / 2 ** 20:.0f} MiB of RLE strings. The tiny model "
                        "(N = 20) stays within the 10% target up to 2000 frames. Random weights give noisy masks and "
-                       "long RLEs, so a trained model's figure is smaller, but it still grows linearly. Proposed fix "
-                       "(in `local2global/modeling/postprocess.py`, not a benchmark file): spill each frame's RLEs to "
-                       "a temporary file (one append per frame) and read back only the selected slots in "
-                       "`finalize` (exact, O(1) memory; pruning slots by score is not exact online because the "
-                       "video length is unknown); R-50 at 1000/2000 frames was not "
+                       "long RLEs, so a trained model's figure is smaller, but it still grows linearly (these R-50 runs "
+                       "predate the fix). **Fixed** in `local2global/modeling/postprocess.py` (`FrameRLEStore`): each "
+                       "frame's RLEs are appended to a temporary file and only the selected slots are read back in "
+                       "`finalize` (exact; pruning slots by score is not exact online because the video length is "
+                       "unknown); before/after in the `rle-spill` section. R-50 at 1000/2000 frames was not "
                        "run on this CPU (about 1.5-2.5 s per frame, i.e. 1-1.5 h per run).")
     for case in ("accuracy", "accuracy-long"):
         acc = harness.latest_cached(case)

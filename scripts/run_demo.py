@@ -155,7 +155,7 @@ def main(argv=None) -> int:
     if not (warm / "model_final.pth").is_file():
         _run([py, train_net, "--config-file", args.config_file, "--resume",
               f"train.output_dir={warm}", f"train.max_iter={args.iters_image}",
-              "dataloader.train.mapper.num_frames=1", "train.eval_period=0", *common],
+              "dataloader.train.mapper.num_frames=1", "train.eval_period=-1", *common],
              out / "logs" / "warmup.log", env)
     timings["warm-up training"] = time.time() - t0
 
@@ -166,7 +166,7 @@ def main(argv=None) -> int:
         _run([py, train_net, "--config-file", args.config_file, "--resume",
               f"train.output_dir={video}", f"train.max_iter={args.iters_video}",
               f"train.init_checkpoint={warm / 'model_final.pth'}",
-              f"dataloader.train.mapper.num_frames={args.num_frames}", "train.eval_period=0", *common],
+              f"dataloader.train.mapper.num_frames={args.num_frames}", "train.eval_period=-1", *common],
              out / "logs" / "train.log", env)
     timings["video training"] = time.time() - t0
 

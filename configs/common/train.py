@@ -33,7 +33,7 @@ train = dict(
     fast_dev_run=dict(enabled=False),
     # PeriodicCheckpointer: a checkpoint every `period` iterations, keeping `max_to_keep`
     checkpointer=dict(period=5000, max_to_keep=100),
-    # evaluation on dataloader.test every `eval_period` iterations (0: only at the end)
+    # evaluation on dataloader.test every `eval_period` iterations (0: only at the end; < 0: never)
     eval_period=5000,
     # console / metrics.json / TensorBoard every `log_period` iterations
     log_period=20,

@@ -309,7 +309,9 @@ def do_train(cfg, resume: bool = False):
         EMAHook(ema, model) if ema is not None else None,
         hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
         hooks.PeriodicCheckpointer(checkpointer, **ckpt_cfg) if comm.is_main_process() else None,
-        hooks.EvalHook(_get(cfg, "train.eval_period", 0), lambda: do_test(cfg, model, ema)),
+        # eval_period < 0: no evaluation at all (e.g. a warm-up stage whose model is evaluated elsewhere)
+        hooks.EvalHook(_get(cfg, "train.eval_period", 0), lambda: do_test(cfg, model, ema))
+        if _get(cfg, "train.eval_period", 0) >= 0 else None,
         hooks.PeriodicWriter(build_writers(cfg), period=_get(cfg, "train.log_period", 20))
         if comm.is_main_process() else None,
         build_fault_hook(model),  # None unless an L2G_FAULT_* variable is set (faults.py); runs last

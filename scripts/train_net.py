@@ -77,6 +77,24 @@ def main(args) -> dict:
             torch.distributed.destroy_process_group()
 
 
+def worker_main(args) -> dict:
+    """What ``launch`` runs in each process: :func:`main`, then, in a multi-process job, a hard exit on success.
+
+    With gloo on CPU, a worker that finished cleanly (process group destroyed) still aborts now and then while
+    Python tears down (``terminate called without an active exception`` from a C++ thread destroyed while
+    joinable: seen in CI after a 2-process run), which turns a successful job into a failed one. A worker that
+    returned normally therefore flushes its logs and leaves with ``os._exit(0)``; a failing worker raises as
+    before, so the job still exits non-zero.
+    """
+    result = main(args)
+    if args.num_gpus * args.num_machines > 1:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+    return result
+
+
 def invoke_main() -> None:
     parser = default_argument_parser()
     args = parser.parse_args()
@@ -90,7 +108,7 @@ def invoke_main() -> None:
         logging.getLogger(__name__).info("No CUDA: --num-gpus %d starts %d CPU processes (gloo)",
                                          args.num_gpus, args.num_gpus)
     launch(
-        main,
+        worker_main,
         args.num_gpus,
         num_machines=args.num_machines,
         machine_rank=args.machine_rank,

@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "local2global_tiny_demo.py"
 logger = logging.getLogger("local2global.run_demo")
 
-REPORTED = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10"]
+from local2global.engine.metrics import REPORTED, read_final_metrics  # noqa: E402
 
 
 _PROGRESS = re.compile(r"eta: (\S+)\s+iter: (\d+)\s+total_loss: (\S+)")
@@ -73,26 +73,11 @@ def _run(cmd: List[str], log_file: Path, env: Dict[str, str]) -> None:
 
 
 def _read_final_metrics(run_dir: Path) -> Optional[Dict[str, float]]:
-    """``eval_results.json`` of an ``--eval-only`` run, else the last evaluation entry of ``metrics.json``."""
-    ev = run_dir / "eval_results.json"
-    if ev.is_file():
-        res = json.loads(ev.read_text())
-        res = res.get("segm", res)
-        return {k: float(res[k]) for k in REPORTED if k in res}
-    path = run_dir / "metrics.json"
-    if not path.is_file():
+    """The ``segm`` figures of a run's last evaluation (:func:`local2global.engine.metrics.read_final_metrics`)."""
+    found = read_final_metrics(str(run_dir))
+    if found is None:
         return None
-    found = None
-    for line in path.read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        keys = [k for k in rec if k.endswith("/AP") or k == "AP"]
-        if keys:
-            prefix = keys[0][: -len("AP")]
-            found = {k: float(rec[prefix + k]) for k in REPORTED if prefix + k in rec}
-    return found
+    return {k.split("/", 1)[1]: float(v) for k, v in found.items() if k.startswith("segm/")}
 
 
 def _table(rows: Dict[str, Dict[str, float]]) -> str:

@@ -59,7 +59,7 @@ TABLES: Dict[str, List[Tuple[str, List[str]]]] = {
     ],
 }
 
-REPORTED = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10"]
+from local2global.engine.metrics import REPORTED, read_final_metrics  # noqa: E402
 
 
 def _fmt_value(v) -> str:
@@ -143,32 +143,6 @@ def load_grid_file(path: str) -> Tuple[List[Tuple[str, List[str]]], List[str]]:
 
 
 # ------------------------------------------------------------------------------------------------ run state
-def read_final_metrics(run_dir: str) -> Optional[Dict[str, float]]:
-    """The last evaluation of a run: the last ``metrics.json`` row with ``<task>/AP`` keys (or eval_results.json)."""
-    path = os.path.join(run_dir, "metrics.json")
-    found = None
-    if os.path.isfile(path):
-        with open(path) as f:
-            for line in f:
-                line = line.strip()
-                if not line:
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line cut by an interruption
-                ev = {k: v for k, v in row.items() if "/" in k and k.split("/", 1)[1] in REPORTED + ["AP_long", "AP_short"]}
-                if ev:
-                    found = ev
-    if found is None:
-        path = os.path.join(run_dir, "eval_results.json")
-        if os.path.isfile(path):
-            with open(path) as f:
-                res = json.load(f)
-            found = {f"{task}/{k}": v for task, d in res.items() if isinstance(d, dict) for k, v in d.items()}
-    return found
-
-
 def is_finished(run_dir: str) -> bool:
     """``last_checkpoint`` names the final model and the final evaluation was written."""
     marker = os.path.join(run_dir, "last_checkpoint")

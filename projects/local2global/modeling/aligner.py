@@ -19,17 +19,12 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
+from .activation import get_activation
+
 __all__ = ["L2GAligner", "L2GAlignerLayer", "LOCAL_POS_MODES"]
 
 LOCAL_POS_MODES = ("static", "dynamic")
 
-
-def _activation(name: str):
-    if name == "relu":
-        return nn.functional.relu
-    if name == "gelu":
-        return nn.functional.gelu
-    raise ValueError(f"unknown activation {name!r}; expected 'relu' or 'gelu'")
 
 
 class L2GAlignerLayer(nn.Module):
@@ -54,7 +49,7 @@ class L2GAlignerLayer(nn.Module):
         self.linear2 = nn.Linear(dim_feedforward, d_model)
         self.norm3 = nn.LayerNorm(d_model)
         self.dropout = nn.Dropout(dropout)
-        self.activation = _activation(activation)
+        self.activation = get_activation(activation)
 
     def forward(self, q_global: Tensor, q_local: Tensor, g_pos: Tensor, l_pos: Optional[Tensor],
                 local_padding_mask: Optional[Tensor] = None) -> Tensor:

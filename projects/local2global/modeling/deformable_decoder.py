@@ -27,16 +27,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .box_ops import box_sine_embedding, inverse_sigmoid
+from .activation import get_activation
 from .ms_deform_attn import MultiScaleDeformableAttention
 
 __all__ = ["MLP", "DeformableTransformerDecoderLayer", "DeformableTransformerDecoder", "DecoderStackOutput"]
 
 
-def _activation(name: str):
-    table = {"relu": F.relu, "gelu": F.gelu, "glu": F.glu, "selu": F.selu}
-    if name not in table:
-        raise ValueError(f"unknown activation {name!r}; expected one of {sorted(table)}")
-    return table[name]
 
 
 class MLP(nn.Module):
@@ -89,7 +85,7 @@ class DeformableTransformerDecoderLayer(nn.Module):
         self.dropout2 = nn.Dropout(dropout)
         self.norm2 = nn.LayerNorm(d_model)
         self.linear1 = nn.Linear(d_model, d_ffn)
-        self.activation = _activation(activation)
+        self.activation = get_activation(activation)
         self.dropout3 = nn.Dropout(dropout)
         self.linear2 = nn.Linear(d_ffn, d_model)
         self.dropout4 = nn.Dropout(dropout)

@@ -10,23 +10,15 @@ import copy
 from typing import List, Optional, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .activation import get_activation
 from .ms_deform_attn import MultiScaleDeformableAttention
 
 __all__ = ["DeformableEncoderLayer", "DeformableEncoder", "DeformableTransformerEncoderOnly",
            "encoder_reference_points", "valid_ratio"]
 
 
-def _activation(name: str):
-    if name == "relu":
-        return F.relu
-    if name == "gelu":
-        return F.gelu
-    if name == "glu":
-        return F.glu
-    raise ValueError(f"unknown activation {name!r}; expected 'relu', 'gelu' or 'glu'")
 
 
 class DeformableEncoderLayer(nn.Module):
@@ -51,7 +43,7 @@ class DeformableEncoderLayer(nn.Module):
                                                        num_points=n_points, dropout=dropout, batch_first=True)
         self.norm1 = nn.LayerNorm(d_model)
         self.linear1 = nn.Linear(d_model, d_ffn)
-        self.activation = _activation(activation)
+        self.activation = get_activation(activation)
         self.dropout2 = nn.Dropout(dropout)
         self.linear2 = nn.Linear(d_ffn, d_model)
         self.dropout3 = nn.Dropout(dropout)

@@ -13,7 +13,9 @@ criterion(outputs_0..T-1, targets)
 ```
 
 Frame 0 (``first_frame="image"``) is MaskDINO's image mode: the decoder's queries are the top-K local queries
-and its references Mask2Box of the encoder-stage masks; the aligner does not run. ``first_frame="learned"``
+and its references Mask2Box of the encoder-stage masks; the aligner does not run. When the decoder is built with
+denoising (``decoder.dn != "no"``), training adds MaskDINO's denoising queries to frame 0 (the image-mode frame)
+only; they never enter the propagated state. ``first_frame="learned"``
 (COCO pre-training of the aligner) aligns a learnable ``N×D`` embedding with the local queries instead.
 
 ``global_pos="trajectory"`` (default) takes g_pos and the decoder's initial references at t from Mask2Box of the
@@ -33,6 +35,8 @@ from torch import Tensor, nn
 
 from .box_ops import box_xyxy_to_cxcywh, inverse_sigmoid, mask2box
 from .checkpoint import register_detrex_key_mapping
+from .decoder import DecoderOutput
+from .denoising import dn_post_process, prepare_for_dn
 from .postprocess import FrameInstances, VideoPostprocessor
 
 __all__ = ["Local2Global", "TrackState", "FIRST_FRAME_MODES", "GLOBAL_POS_MODES"]
@@ -176,7 +180,8 @@ class Local2Global(nn.Module):
 
     # ------------------------------------------------------------------ the online step
     def step(self, state: Optional[TrackState], multi_scale: List[Tensor], mask_features: Tensor,
-             need_interm: bool = False) -> Tuple[TrackState, Dict]:
+             need_interm: bool = False, dn_targets: Optional[List[Dict[str, Tensor]]] = None
+             ) -> Tuple[TrackState, Dict]:
         """Process one frame of B videos.
 
         Args:
@@ -184,10 +189,14 @@ class Local2Global(nn.Module):
             multi_scale: encoder features of this frame, each ``(B, D, h_l, w_l)``.
             mask_features: ``(B, D, H/4, W/4)``.
             need_interm: also return the encoder-stage ("interm") predictions of the top-K tokens (training).
+            dn_targets: per video ``{"labels": (n,), "boxes": (n, 4) normalised cxcywh}`` of this frame's valid
+                instances; in training at t = 0 with a denoising decoder they become MaskDINO's DN queries
+                (ignored otherwise).
 
         Returns:
             The new state and MaskDINO-style outputs ``{pred_logits (B,N,C), pred_masks (B,N,h,w), pred_boxes
-            (B,N,4), aux_outputs, [interm_outputs]}``.
+            (B,N,4), aux_outputs, [interm_outputs], [dn]}``; ``dn`` is the denoising bookkeeping (``mask_dict``
+            with the DN queries' predictions in ``output_known_lbs_bboxes``) when DN queries were used.
         """
         dec = self.decoder
         bundle = dec.prepare_memory(multi_scale)
@@ -222,7 +231,19 @@ class Local2Global(nn.Module):
             ref_boxes = self._static_anchors(batch) if self.global_pos == "static" else state.boxes
             tgt = state.queries if self.aligner is None else self._align(state.queries, ref_boxes, selected)
 
-        out = dec.decode(tgt, inverse_sigmoid(ref_boxes), bundle, mask_features)
+        refpoints_unsig = inverse_sigmoid(ref_boxes)
+        mask_dict = attn_mask = None
+        if first and dn_targets is not None and self.training and getattr(dec, "dn", "no") != "no":
+            dn = prepare_for_dn(dn_targets, dec.label_enc, dn_num=dec.dn_num, noise_scale=dec.noise_scale,
+                                num_classes=dec.num_classes, num_queries=tgt.shape[1])
+            if dn is not None:
+                mask_dict, attn_mask = dn.mask_dict, dn.attn_mask
+                tgt = torch.cat([dn.tgt, tgt], dim=1)
+                refpoints_unsig = torch.cat([dn.refpoints_unsig, refpoints_unsig], dim=1)
+        out = dec.decode(tgt, refpoints_unsig, bundle, mask_features, self_attn_mask=attn_mask)
+        if mask_dict is not None:
+            out = _drop_dn_queries(out, mask_dict)
+            outputs["dn"] = mask_dict
         outputs.update(out.as_criterion_outputs())
         # detrex's mask2box gives a degenerate box for an empty interm mask at t = 0; clamping to [0, 1] (what
         # the decoder sees after inverse_sigmoid) keeps the propagated boxes and g_pos well defined.
@@ -256,12 +277,15 @@ class Local2Global(nn.Module):
         mask_features, multi_scale = self.encode(images.tensor)
         mask_features = mask_features.unflatten(0, (B, T))
         multi_scale = [f.unflatten(0, (B, T)) for f in multi_scale]
+        targets = self.prepare_targets(clips, images)
         state, outputs_per_frame = None, []
         for t in range(T):
+            dn_targets = None
+            if t == 0:
+                dn_targets = [{k: clip[0][k][clip[0]["valid"]] for k in ("labels", "boxes")} for clip in targets]
             state, out = self.step(state, [f[:, t] for f in multi_scale], mask_features[:, t],
-                                   need_interm=(t == 0) or self.interm_loss_every_frame)
+                                   need_interm=(t == 0) or self.interm_loss_every_frame, dn_targets=dn_targets)
             outputs_per_frame.append(out)
-        targets = self.prepare_targets(clips, images)
         return self.criterion(outputs_per_frame, targets)
 
     def prepare_targets(self, clips: List[Dict], images: ImageList) -> List[List[Dict[str, Tensor]]]:
@@ -333,3 +357,16 @@ class Local2Global(nn.Module):
             with torch.no_grad():
                 state, inst = self.process_frame(state, frame, output_size, return_instances=True, frame_index=i)
             yield inst
+
+
+def _drop_dn_queries(out: DecoderOutput, mask_dict: Dict) -> DecoderOutput:
+    """The matching queries' part of a decoder output whose first ``pad_size`` queries were DN queries.
+
+    The DN part goes to ``mask_dict["output_known_lbs_bboxes"]`` (:func:`dn_post_process`); states and
+    references are cut too, so nothing of the DN queries is propagated to the next frame.
+    """
+    pad = int(mask_dict["pad_size"])
+    logits, masks, boxes = dn_post_process(out.pred_logits, out.pred_masks, out.pred_boxes, mask_dict)
+    return DecoderOutput(pred_logits=logits, pred_masks=masks, pred_boxes=boxes, hs=[h[:, pad:] for h in out.hs],
+                         hs_prenorm=[h[:, pad:] for h in out.hs_prenorm],
+                         references=[r[:, pad:] for r in out.references])

@@ -345,16 +345,54 @@ class VideoSetCriterion(nn.Module):
         losses = stage(outputs, "")
         for i, aux in enumerate(outputs.get("aux_outputs", []) or []):
             losses.update(stage(aux, f"_{i}"))
+        valid_targets = []
+        for tgt in frame_targets:
+            keep = _valid(tgt)
+            valid_targets.append({k: tgt[k][keep.to(tgt[k].device)] for k in ("labels", "masks", "boxes")})
         if self.interm_loss and outputs.get("interm_outputs") is not None:
             interm = outputs["interm_outputs"]
-            valid_targets = []
-            for tgt in frame_targets:
-                keep = _valid(tgt)
-                valid_targets.append({k: tgt[k][keep.to(tgt[k].device)] for k in ("labels", "masks", "boxes")})
             indices = self.matcher(interm, valid_targets, cost=self.match_costs, generator=generator)
             for group in self.losses:
                 terms = crit.get_loss(group, interm, valid_targets, indices, num_masks, generator)
                 losses.update({k + "_interm": v for k, v in terms.items()})
+        if outputs.get("dn") is not None:
+            losses.update(self.denoising_losses(outputs, valid_targets, num_masks, generator))
+        return losses
+
+    def denoising_losses(
+        self,
+        outputs: Dict,
+        valid_targets: List[Dict[str, torch.Tensor]],
+        num_masks: float,
+        generator: Optional[torch.Generator] = None,
+    ) -> Dict[str, torch.Tensor]:
+        """MaskDINO's denoising losses of a frame whose decoder had DN queries (the image-mode frame 0).
+
+        Every DN query reconstructs a known target (no matching): group ``g`` of video ``b`` holds copies of its
+        valid instances in order, so the pairs come from the layout alone. As in MaskDINO the normaliser is
+        ``num_masks`` times the number of DN groups, and the terms are the set criterion's ``dn_losses``
+        (``_dn`` for the final stage, ``_dn_{i}`` for the earlier ones).
+
+        Args:
+            outputs: the frame's outputs after :func:`_select_batch` (``dn`` bookkeeping, ``dn_outputs``).
+            valid_targets: per selected video, its valid instances at this frame, in the order the DN
+                queries were built from.
+        """
+        crit = self.set_criterion
+        if crit.dn == "no":
+            if "dn" not in self._warned_keys:
+                logger.warning("the decoder made denoising queries but set_criterion.dn='no': no DN loss is "
+                               "computed (set model.criterion.set_criterion.dn to 'standard' or 'seg')")
+                self._warned_keys.add("dn")
+            return {}
+        device = outputs["pred_logits"].device
+        indices, scalar = crit._dn_indices(valid_targets, outputs["dn"], device)
+        groups = [g for g in crit.dn_losses if g in self.losses]
+        dn_outputs = outputs["dn_outputs"]
+        norm = num_masks * scalar
+        losses = crit.stage_losses(dn_outputs, valid_targets, indices, norm, "_dn", generator, groups)
+        for i, aux in enumerate(dn_outputs.get("aux_outputs", []) or []):
+            losses.update(crit.stage_losses(aux, valid_targets, indices, norm, f"_dn_{i}", generator, groups))
         return losses
 
     # ------------------------------------------------------------------ utilities
@@ -418,4 +456,9 @@ def _select_batch(outputs: Dict, clips: Sequence[int]) -> Dict:
         selected["aux_outputs"] = [select(aux) for aux in outputs["aux_outputs"]]
     if outputs.get("interm_outputs") is not None:
         selected["interm_outputs"] = select(outputs["interm_outputs"])
+    if outputs.get("dn") is not None:
+        # the DN queries' predictions (MaskDINO keeps them in mask_dict["output_known_lbs_bboxes"])
+        known = outputs["dn"]["output_known_lbs_bboxes"]
+        selected["dn_outputs"] = select(known)
+        selected["dn_outputs"]["aux_outputs"] = [select(aux) for aux in known.get("aux_outputs", []) or []]
     return selected

@@ -118,6 +118,9 @@ def main(argv=None) -> int:
     parser.add_argument("--no-gif", action="store_true")
     parser.add_argument("--render-scale", type=int, default=0,
                         help="integer upscaling of the rendered video (0: auto, so that the short side is >= 256 px)")
+    parser.add_argument("--score-threshold", type=float, default=None,
+                        help="draw (and write mask PNGs of) the tracks whose class probability on a frame is at least "
+                             "this (default: the config's model.postprocessor.frame_score_threshold)")
     parser.add_argument("--no-mask-pngs", action="store_true")
     parser.add_argument("--video-id", type=int, default=1)
     parser.add_argument("--input-format", default="RGB", choices=["RGB", "BGR"],
@@ -129,6 +132,10 @@ def main(argv=None) -> int:
 
     cfg = LazyConfig.load(args.config_file)
     cfg = apply_overrides_strict(cfg, args.opts)
+    if args.score_threshold is not None:
+        if not 0.0 <= args.score_threshold <= 1.0:
+            parser.error(f"--score-threshold must be in [0, 1], got {args.score_threshold}")
+        cfg.model.postprocessor.frame_score_threshold = args.score_threshold
     min_size, max_size, dataset_name = _test_settings(cfg)
     predictor = VideoPredictor(cfg, min_size_test=min_size, max_size_test=max_size)
     class_names = None

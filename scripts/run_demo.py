@@ -29,6 +29,7 @@ import re
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -98,6 +99,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--render-video", type=int, default=None, help="held-out video id to render (default: longest)")
     parser.add_argument("--skip-untrained", action="store_true", help="do not evaluate the untrained model")
+    parser.add_argument("--render-score-threshold", type=float, default=0.3,
+                        help="per-frame class probability from which a track is drawn in the rendered video")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="extra config overrides for every stage")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s demo] %(message)s", datefmt="%H:%M:%S")
@@ -119,7 +122,11 @@ def main(argv=None) -> int:
     from local2global.data.ytvis import synthetic_root  # noqa: E402
 
     os.environ["DETECTRON2_DATASETS"] = env["DETECTRON2_DATASETS"]
-    data_root = Path(ensure_synthetic_vis(synthetic_root()))
+    # The demo's figures are for the default dataset: a dataset made with other parameters (e.g. an older,
+    # smaller default) at the same root is refused with a message naming the differences.
+    from local2global.data.synthetic import SyntheticVISConfig  # noqa: E402
+
+    data_root = Path(ensure_synthetic_vis(synthetic_root(), **asdict(SyntheticVISConfig())))
     timings["data"] = time.time() - t0
     logger.info("synthetic dataset ready at %s (%.1f s)", data_root, timings["data"])
 
@@ -173,7 +180,7 @@ def main(argv=None) -> int:
     frames_dir = data_root / "valid" / "JPEGImages" / Path(pick["file_names"][0]).parent
     _run([py, str(ROOT / "scripts" / "demo.py"), "--config-file", args.config_file, "--input", str(frames_dir),
           "--output", str(out / "render"), "--video-id", str(pick["id"]),
-          f"train.init_checkpoint={video / 'model_final.pth'}", *common], out / "logs" / "render.log", env)
+          "--score-threshold", str(args.render_score_threshold), f"train.init_checkpoint={video / 'model_final.pth'}", *common], out / "logs" / "render.log", env)
     timings["render"] = time.time() - t0
     timings["total (without install)"] = time.time() - t_all
 

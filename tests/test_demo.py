@@ -40,8 +40,8 @@ def test_demo_script_on_a_short_synthetic_video(datasets, tmp_path):
     out = tmp_path / "render"
     cmd = [sys.executable, str(ROOT / "scripts" / "demo.py"), "--config-file",
            str(ROOT / "configs" / "local2global_tiny_synthetic.py"), "--input", str(frames), "--output", str(out),
-           "--video-id", str(video["id"]), "--render-scale", "2", "train.device=cpu",
-           "model.postprocessor.frame_score_threshold=0.0"]  # untrained: show every slot so mask PNGs exist
+           "--video-id", str(video["id"]), "--render-scale", "2", "--score-threshold", "0.0",  # untrained: draw every
+           "train.device=cpu"]  # slot, so that mask PNGs exist
     proc = subprocess.run(cmd, cwd=ROOT, env=_env(datasets), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
 

@@ -260,8 +260,8 @@ def render_accuracy(rec: dict) -> str:
     cols = METRICS + (TRACK_METRICS if te else [])
     lines = [f"Budget: seeds {f['seeds']}; per seed a {f['warmup_iters']}-iteration single-frame warm-up (shared by "
              f"the three rows of that seed), then {f['clip_iters']} iterations of {f['clip_frames']}-frame clips per "
-             f"row (batch 4 clips, 64×96 synthetic frames; `{f['config']}`), evaluated on the 8 held-out synthetic "
-             "videos. Figures are mean ± std over seeds (sample std; 0 with one seed), in %.", "",
+             f"row (batch 4 clips, 64×96 synthetic frames; `{f['config']}`), evaluated on the held-out synthetic "
+             "videos (8 until the default grew to 24 on 2026-12-01; see the commit of each figure). Figures are mean ± std over seeds (sample std; 0 with one seed), in %.", "",
              "| Table 3 row | overrides | " + " | ".join(cols) + " | clip s / iter |",
              "|---|---|" + "---:|" * (len(cols) + 1)]
     for row, summ in f["summary"].items():

@@ -84,8 +84,10 @@ class SyntheticVISConfig:
     """
 
     seed: int = 0
-    num_train: int = 32
-    num_valid: int = 8
+    # 320 training videos: with 32 the tiny demo model overfits (measured: AP 62.7 on its training videos,
+    # 13.3 on held-out ones); 24 held-out videos (~50 tracks) make the AP of `make demo` a steadier estimate.
+    num_train: int = 320
+    num_valid: int = 24
     height: int = 64
     width: int = 96
     min_length: int = 8

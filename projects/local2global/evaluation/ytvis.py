@@ -35,11 +35,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import datetime
 import gc
 import io
 import itertools
 import logging
 import os
+import time
 from collections import OrderedDict, defaultdict
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -51,12 +53,13 @@ from .results_io import (
     RESULTS_JSON_NAME,
     GroundTruth,
     JsonSource,
+    PredictionArrays,
     Track,
     YTVISFormatError,
     atomic_write_json,
     load_ground_truth,
     load_json,
-    load_predictions,
+    load_prediction_arrays,
     write_results_zip,
 )
 
@@ -69,6 +72,8 @@ __all__ = [
     "STAT_NAMES",
     "REPORTED_STATS",
     "video_track_ious",
+    "iou_upper_bound_prunes",
+    "accumulate_events",
     "gc_paused",
     "evaluate_ytvis",
     "format_results_table",
@@ -89,6 +94,10 @@ REPORTED_STATS: List[str] = STAT_NAMES[:8]
 LONG_SHORT_KEYS: List[str] = ["AP_long", "AP_short", "AP_mean"]
 #: pycocotools' cap on a matchable IoU threshold (a threshold of 1.0 still lets IoU 1 match).
 _MAX_IOU_THR = 1 - 1e-10
+#: The official IoU thresholds 0.50:0.05:0.95 (pycocotools' ``Params``, the same linspace as ytvoseval).
+_IOU_THRS = COCOeval(iouType="segm").params.iouThrs
+#: log2 of the number of (pair, frame) entries processed at once by the IoU bound.
+_CHUNK_BITS = 18
 
 
 @contextlib.contextmanager
@@ -158,120 +167,497 @@ def video_track_ious(dts: Sequence[Track], gts: Sequence[Track]) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Per-(video, category) greedy matching (the official evaluateVid, with a fast path)
+# Exact pruning, IoU of the candidate pairs and greedy matching (the official computeIoU / evaluateVid)
 # ----------------------------------------------------------------------------------------------------------
-class _PairData:
-    """Arrays of one (video, category) that every area range reuses.
-
-    Attributes:
-        ious: ``(D, G)`` IoUs of the predictions (score-sorted, stable, cut to maxDet) and gts (file order).
-        g_area, g_crowd, g_ids: ``(G,)`` gt avg areas, crowd flags, ids.
-        d_area, d_ids, d_scores: ``(D,)`` / lists for the predictions.
-    """
-
-    __slots__ = ("video_id", "category_id", "ious", "g_area", "g_crowd", "g_ids", "d_area", "d_ids", "d_scores")
-
-    def __init__(self, video_id: int, category_id: int, ious: np.ndarray, gts: Sequence[Track], dts: Sequence[Track]):
-        self.video_id = video_id
-        self.category_id = category_id
-        self.ious = ious
-        self.g_area = np.array([g.avg_area for g in gts], dtype=np.float64)
-        self.g_crowd = np.array([g.iscrowd for g in gts], dtype=np.int64)
-        self.g_ids = np.array([g.id for g in gts], dtype=np.int64)
-        self.d_area = np.array([d.avg_area for d in dts], dtype=np.float64)
-        self.d_ids = [d.id for d in dts]
-        self.d_scores = [d.score for d in dts]
-
-
-def _evaluate_pair(pair: _PairData, area_rng: Sequence[float], max_det: int, iou_thrs: np.ndarray) -> Optional[dict]:
-    """One ``evalImgs`` entry, identical to the official ``evaluateVid`` / pycocotools ``evaluateImg``.
+def iou_upper_bound_prunes(min_sum: np.ndarray, area_d: np.ndarray, area_g: np.ndarray) -> np.ndarray:
+    """Which (prediction, gt) pairs can never match at any IoU threshold (exact, from frame areas alone).
 
     Args:
-        pair: the (video, category) arrays; predictions already score-sorted (stable) and cut to ``max_det``.
-        area_rng: ``[lo, hi]`` pixel area range (inclusive bounds).
+        min_sum: ``(P,)`` int64 ``S = Σ_t min(|d_t|, |g_t|)`` per pair.
+        area_d, area_g: ``(P,)`` int64 ``A = Σ_t |d_t|`` and ``B = Σ_t |g_t|``.
 
-    A prediction whose best IoU over all gts is below a threshold cannot match at that threshold, so the
-    Python loop only visits the others (the outcome is unchanged; random or poor predictions are skipped).
+    Returns:
+        ``(P,)`` bool, True where the pair's official IoU is certainly below 0.5, so that treating it as 0 leaves
+        every ``evalImgs`` entry unchanged.
+
+    Proof. Per frame ``|d_t ∩ g_t| <= min(|d_t|, |g_t|)``, so the video intersection ``I <= S``; the video union is
+    ``U = A + B - I`` (an empty or null frame has area 0), so ``IoU = I / (A + B - I)`` grows with ``I`` and
+    ``IoU <= S / (A + B - S)``. If ``3 S < A + B`` (integers: exact), then ``S / (A + B - S) < 1/2``, hence the
+    exact quotient ``I / U < 1/2``. The official value is the float64 quotient of the exact integers ``I`` and
+    ``U``; for ``U < 2^53``, ``1/2 - I/U >= 1/(2U) > 2^-54``, which exceeds half the float spacing just below 1/2
+    (2^-55), so it rounds to a value < 0.5 as well (``S = 0`` gives ``I = 0``, IoU 0). The matching
+    (``evaluateImg``) compares IoUs only against a running best that starts at ``min(thr, 1 - 1e-10) >= 0.5``
+    and skips any value below it (``if iou < best: continue``); the break on ignored gts does not read IoUs.
+    So any IoU < 0.5 and 0 produce the same matches, at every threshold and area range.
     """
-    num_g, num_d = pair.g_area.size, pair.d_area.size
-    if num_g == 0 and num_d == 0:
-        return None
-    lo, hi = area_rng
-    num_t = len(iou_thrs)
-    if num_g == 0:  # predictions only (the common case): nothing matches, out-of-range ones are ignored
-        d_out = (pair.d_area < lo) | (pair.d_area > hi)
-        return _entry(pair, area_rng, max_det, np.zeros((num_t, num_d)), np.zeros((num_t, 0)),
-                      np.zeros(0, dtype=np.int64), np.repeat(d_out[None, :], num_t, 0), [])
-    g_ignore = ((pair.g_crowd != 0) | (pair.g_area < lo) | (pair.g_area > hi)).astype(np.int64)
-    gtind = np.argsort(g_ignore, kind="mergesort")  # not-ignored first, stable
-    g_ignore = g_ignore[gtind]
-    gt_ids = pair.g_ids[gtind]
-    gtm = np.zeros((num_t, num_g))
-    dtm = np.zeros((num_t, num_d))
-    dt_ig = np.zeros((num_t, num_d))
-    if num_g and num_d:
-        ious_sorted = pair.ious[:, gtind]
-        best = ious_sorted.max(axis=1)
-        crowd = pair.g_crowd[gtind].tolist()
-        ig = g_ignore.tolist()
-        ids = gt_ids.tolist()
-        rows = None
-        for tind, t in enumerate(iou_thrs):
-            thr = min(float(t), _MAX_IOU_THR)
-            candidates = np.flatnonzero(best >= thr)
-            if candidates.size == 0:
-                break  # thresholds increase: no later threshold has a candidate either
-            if rows is None:
-                rows = ious_sorted.tolist()
-            matched = gtm[tind]
-            for dind in candidates.tolist():
-                row = rows[dind]
-                iou = thr
-                m = -1
-                for gind in range(num_g):
-                    if matched[gind] > 0 and not crowd[gind]:
-                        continue
-                    if m > -1 and ig[m] == 0 and ig[gind] == 1:
-                        break
-                    if row[gind] < iou:
-                        continue
-                    iou = row[gind]
-                    m = gind
-                if m == -1:
+    return ~((min_sum > 0) & (3 * min_sum >= area_d + area_g))
+
+
+def _greedy_matches(ious: np.ndarray, g_crowd: np.ndarray, g_ignore: np.ndarray, thrs: Sequence[float]) -> np.ndarray:
+    """pycocotools' ``evaluateImg`` greedy matching for one (video, category, area range).
+
+    Args:
+        ious: ``(D, G)`` IoUs, rows = predictions in score order (stable, cut to maxDet), columns = gts in
+            file order; values below 0.5 may be given as 0 (:func:`iou_upper_bound_prunes`).
+        g_crowd, g_ignore: ``(G,)`` crowd and ignore flags of the gts (file order).
+        thrs: the T matching thresholds, already capped at ``1 - 1e-10``.
+
+    Returns:
+        ``(T, D)`` int64: the column of the matched gt, -1 where unmatched.
+
+    A prediction whose best IoU is below a threshold cannot match at that threshold, so only the others are
+    visited (thresholds increase, so the loop stops at the first threshold without any candidate).
+    """
+    num_d, num_g = ious.shape
+    out = np.full((len(thrs), num_d), -1, dtype=np.int64)
+    gtind = np.argsort(g_ignore, kind="mergesort")  # not-ignored first, stable (as evaluateImg)
+    ig = g_ignore[gtind].tolist()
+    crowd = g_crowd[gtind].tolist()
+    rows = ious[:, gtind].tolist()
+    best = ious.max(axis=1)
+    for tind, thr in enumerate(thrs):
+        candidates = np.flatnonzero(best >= thr)
+        if candidates.size == 0:
+            break
+        taken = [False] * num_g
+        for dind in candidates.tolist():
+            row = rows[dind]
+            iou = thr
+            m = -1
+            for gind in range(num_g):
+                if taken[gind] and not crowd[gind]:
                     continue
-                dt_ig[tind, dind] = ig[m]
-                dtm[tind, dind] = ids[m]
-                matched[m] = pair.d_ids[dind]
-    d_out = ((pair.d_area < lo) | (pair.d_area > hi)).reshape(1, num_d)
-    dt_ig = np.logical_or(dt_ig, np.logical_and(dtm == 0, d_out))  # broadcasting == the official np.repeat
-    return _entry(pair, area_rng, max_det, dtm, gtm, g_ignore, dt_ig, gt_ids.tolist())
+                if m > -1 and ig[m] == 0 and ig[gind] == 1:
+                    break
+                if row[gind] < iou:
+                    continue
+                iou = row[gind]
+                m = gind
+            if m > -1:
+                taken[m] = True
+                out[tind, dind] = gtind[m]
+    return out
 
 
-def _entry(pair, area_rng, max_det, dtm, gtm, g_ignore, dt_ig, gt_ids) -> dict:
-    """An ``evalImgs`` entry with pycocotools' keys (``image_id`` holds the video id)."""
-    return {
-        "image_id": pair.video_id,
-        "category_id": pair.category_id,
-        "aRng": area_rng,
-        "maxDet": max_det,
-        "dtIds": pair.d_ids,
-        "gtIds": gt_ids,
-        "dtMatches": dtm,
-        "gtMatches": gtm,
-        "dtScores": pair.d_scores,
-        "gtIgnore": g_ignore,
-        "dtIgnore": dt_ig,
-    }
+def _segments(lengths: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """``(owner, offset)`` of ``sum(lengths)`` flat slots: slot ``j`` belongs to segment ``owner[j]``."""
+    owner = np.repeat(np.arange(lengths.size), lengths)
+    starts = np.cumsum(lengths) - lengths
+    return owner, np.arange(owner.size) - starts[owner]
+
+
+class _Matches:
+    """Official per-(video, category) matching of every kept prediction, at every threshold and area range.
+
+    Attributes (``Nd`` kept predictions, in (video, category, score rank) order; ``G`` gts in file order):
+        d_vpos, d_k, d_rank, d_score: ``(Nd,)`` video position, category index, rank within its
+            (video, category) (stable score order) and score.
+        tp, fp: ``(A, T, Nd)`` bool true / false positives per area range and threshold (neither = ignored).
+        g_vpos, g_k: ``(G,)``; g_counted: ``(A, G)`` True where the gt is not ignored (crowd / area range).
+        num_pairs, num_candidates: same-category pairs, and pairs whose IoU had to be computed.
+    """
+
+    def __init__(self, gt: GroundTruth, preds: PredictionArrays, max_dets: int, timings: Optional[dict] = None):
+        tic = time.perf_counter()
+        video_ids = np.array(sorted(gt.videos), dtype=np.int64)
+        cat_ids = np.array(gt.category_ids, dtype=np.int64)
+        num_k = cat_ids.size
+        thrs = [min(float(t), _MAX_IOU_THR) for t in _IOU_THRS]
+        num_a, num_t = len(AREA_RANGES), len(thrs)
+        # ---- ground truth as arrays
+        gts = gt.tracks
+        num_g = len(gts)
+        g_vpos = np.searchsorted(video_ids, np.array([g.video_id for g in gts], dtype=np.int64))
+        g_k = np.searchsorted(cat_ids, np.array([g.category_id for g in gts], dtype=np.int64))
+        g_avg = np.array([g.avg_area for g in gts], dtype=np.float64)
+        g_crowd = np.array([g.iscrowd for g in gts], dtype=bool)
+        g_len = np.array([len(g.rles) for g in gts], dtype=np.int64)
+        g_start = np.cumsum(g_len) - g_len
+        g_frame_area = (np.concatenate([g.frame_areas for g in gts]) if gts else np.zeros(0)).astype(np.int64)
+        g_rles = list(itertools.chain.from_iterable(g.rles for g in gts))
+        g_total = np.zeros(num_g, dtype=np.int64)
+        if num_g:
+            g_total = np.add.reduceat(g_frame_area, g_start)
+        # ---- predictions: stable score order within (video, category), cut to max_dets
+        p_vpos = np.searchsorted(video_ids, preds.video_id)
+        p_k = np.searchsorted(cat_ids, preds.category_id)
+        order = np.lexsort((-preds.score, p_k, p_vpos))  # stable: ties keep file order
+        key = (p_vpos * num_k + p_k)[order]
+        first = np.ones(order.size, dtype=bool)
+        first[1:] = key[1:] != key[:-1]
+        group_start = np.maximum.accumulate(np.where(first, np.arange(order.size), 0)) if order.size else order
+        rank = np.arange(order.size) - group_start
+        kept = order[rank < max_dets]
+        self.d_rank = rank[rank < max_dets]
+        self.d_vpos, self.d_k, self.d_score = p_vpos[kept], p_k[kept], preds.score[kept]
+        num_d = kept.size
+        d_start, d_len, d_total = preds.start[kept], preds.length[kept], preds.total_area[kept]
+        d_key = self.d_vpos * num_k + self.d_k
+        # ---- every same-category (prediction, gt) pair of a video and its area bound
+        g_key = g_vpos * num_k + g_k
+        g_order = np.lexsort((np.arange(num_g), g_key))
+        g_key_sorted = g_key[g_order]
+        lo = np.searchsorted(g_key_sorted, d_key, side="left")
+        cnt = np.searchsorted(g_key_sorted, d_key, side="right") - lo
+        pair_d, within = _segments(cnt)
+        pair_g = g_order[lo[pair_d] + within]
+        self.num_pairs = int(pair_d.size)
+        pair_a, pair_b = d_total[pair_d], g_total[pair_g]
+        pair_len = d_len[pair_d]
+        pair_min = np.zeros(pair_d.size, dtype=np.int64)
+        cand = np.zeros(pair_d.size, dtype=bool)
+        # The pair-frames are visited in chunks of bounded size, so that their arrays reuse the same memory
+        # (first-touch page faults of large fresh arrays cost more than the arithmetic).
+        frames = []
+        chunk = 1 << _CHUNK_BITS
+        cuts = np.searchsorted(np.cumsum(pair_len), np.arange(1, int(pair_len.sum()) // chunk + 1) * chunk, side="right")
+        bounds = np.unique(np.concatenate([[0], cuts, [pair_d.size]])).tolist()
+        for p0, p1 in zip(bounds[:-1], bounds[1:]):
+            pf_pair, pf_t = _segments(pair_len[p0:p1])
+            pf_pair += p0
+            pf_d = d_start[pair_d[pf_pair]] + pf_t  # flat frame index of the prediction
+            pf_g = g_start[pair_g[pf_pair]] + pf_t  # flat frame index of the gt
+            pf_a = preds.frame_area[pf_d]
+            pf_b = g_frame_area[pf_g]
+            pf_min = np.minimum(pf_a, pf_b)
+            pair_min[p0:p1] = np.add.reduceat(pf_min, np.cumsum(pair_len[p0:p1]) - pair_len[p0:p1])
+            cand[p0:p1] = ~iou_upper_bound_prunes(pair_min[p0:p1], pair_a[p0:p1], pair_b[p0:p1])
+            sel = np.flatnonzero(cand[pf_pair] & (pf_min > 0))
+            frames.append((pf_pair[sel], pf_d[sel], pf_g[sel], pf_t[sel], pf_a[sel], pf_b[sel]))
+        if not frames:
+            frames.append(tuple(np.zeros(0, dtype=np.int64) for _ in range(6)))
+        c_pair, c_d, c_g, c_t, c_a, c_b = (np.concatenate(x) for x in zip(*frames))
+        self.num_candidates = int(np.count_nonzero(cand))
+        toc = time.perf_counter()
+        # ---- exact intersections of the candidate pairs on the frames where both masks are non-empty
+        inter = self._intersections(gt, preds, video_ids, num_k, c_d, c_g, c_t, self.d_vpos[pair_d[c_pair]],
+                                    self.d_k[pair_d[c_pair]], c_a, c_b, g_rles)
+        cand_idx = np.flatnonzero(cand)
+        pos = np.full(pair_d.size, -1, dtype=np.int64)
+        pos[cand_idx] = np.arange(cand_idx.size)
+        inter_sum = np.bincount(pos[c_pair], weights=inter, minlength=cand_idx.size).astype(np.int64)
+        union = pair_a[cand_idx] + pair_b[cand_idx] - inter_sum
+        cand_iou = inter_sum / union  # exact integers: the official float64 quotient
+        keep = cand_iou >= 0.5
+        m_d, m_g, m_iou = pair_d[cand_idx[keep]], pair_g[cand_idx[keep]], cand_iou[keep]
+        tic2 = time.perf_counter()
+        # ---- matching: predictions with a single candidate gt in bulk, the greedy loop where gts compete;
+        # the result is the list of matches (area range, threshold, prediction, gt)
+        lo_a = np.array([r[0] for r in AREA_RANGES])
+        hi_a = np.array([r[1] for r in AREA_RANGES])
+        g_ignore = g_crowd[None, :] | (g_avg[None, :] < lo_a[:, None]) | (g_avg[None, :] > hi_a[:, None])
+        shared = np.zeros(m_d.size, dtype=bool)
+        if m_d.size:
+            shared = np.bincount(m_d, minlength=num_d)[m_d] > 1  # a prediction with >= 2 candidate gts
+            shared = np.isin(d_key[m_d], d_key[m_d[shared]])
+        st, sd, sg = self._match_single(m_d[~shared], m_g[~shared], m_iou[~shared], g_crowd, thrs)
+        ev = [(np.repeat(np.arange(num_a), st.size), np.tile(st, num_a), np.tile(sd, num_a), np.tile(sg, num_a))]
+        self.num_greedy_groups = 0
+        for grp in np.unique(d_key[m_d[shared]]).tolist():
+            self.num_greedy_groups += 1
+            d0, d1 = np.searchsorted(d_key, grp, side="left"), np.searchsorted(d_key, grp, side="right")
+            g_cols = g_order[np.searchsorted(g_key_sorted, grp, "left"):np.searchsorted(g_key_sorted, grp, "right")]
+            col = {g: j for j, g in enumerate(g_cols.tolist())}
+            ious = np.zeros((d1 - d0, g_cols.size))
+            e = np.flatnonzero(d_key[m_d] == grp)
+            ious[m_d[e] - d0, [col[g] for g in m_g[e].tolist()]] = m_iou[e]
+            for a in range(num_a):
+                local = _greedy_matches(ious, g_crowd[g_cols], g_ignore[a, g_cols], thrs)
+                tt, dd = np.nonzero(local >= 0)
+                ev.append((np.full(tt.size, a), tt, dd + d0, g_cols[local[tt, dd]]))
+        ev_a, ev_t, ev_d, ev_g = (np.concatenate(x).astype(np.int64) for x in zip(*ev))
+        # ---- per area range: true positives (match to a counted gt) and false positives (unmatched, in range)
+        d_avg = preds.avg_area[kept]
+        inside = ~((d_avg[None, :] < lo_a[:, None]) | (d_avg[None, :] > hi_a[:, None]))  # (A, Nd)
+        counted = ~g_ignore
+        self.fp_base = inside
+        self.tp_events, self.fp_flips = [], []
+        for a in range(num_a):
+            at = ev_a == a
+            t_a, d_a, g_a = ev_t[at], ev_d[at], ev_g[at]
+            c = counted[a, g_a]
+            self.tp_events.append((t_a[c], d_a[c]))
+            f = inside[a, d_a]
+            self.fp_flips.append((t_a[f], d_a[f]))
+        self.g_vpos, self.g_k, self.g_counted = g_vpos, g_k, counted
+        self.num_k, self.num_t = num_k, num_t
+        if timings is not None:
+            timings["pairs_and_bound_s"] = toc - tic
+            timings["candidate_iou_s"] = tic2 - toc
+            timings["matching_s"] = time.perf_counter() - tic2
+
+    @staticmethod
+    def _match_single(m_d, m_g, m_iou, g_crowd, thrs) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The greedy matching of (video, category) pairs where no prediction has two candidate gts, in bulk.
+
+        Args:
+            m_d, m_g, m_iou: ``(E,)`` candidate pairs (IoU >= 0.5); every prediction appears at most once, and
+                prediction indices grow with the score rank within a (video, category).
+
+        Returns:
+            ``(t, d, g)`` int arrays: prediction ``d`` matches gt ``g`` at threshold ``t`` (any area range).
+
+        In ``evaluateImg`` a prediction then has one gt it can take at threshold ``thr`` (IoU >= thr), and the
+        break on ignored gts only applies once a gt has been found, so the area range plays no part: the
+        prediction takes its gt iff the gt is a crowd or no higher-ranked prediction took it, i.e. a non-crowd
+        gt goes to its first candidate (in rank order) reaching ``thr``, a crowd gt to all of them.
+        """
+        if m_d.size == 0:
+            empty = np.zeros(0, dtype=np.int64)
+            return empty, empty, empty
+        order = np.lexsort((m_d, m_g))  # by gt, then by rank
+        d, g, iou = m_d[order], m_g[order], m_iou[order]
+        hit_t, hit_e = np.nonzero(iou[None, :] >= np.asarray(thrs)[:, None])  # sorted by (t, gt, rank)
+        key = hit_t * (int(g.max()) + 1) + g[hit_e]
+        first = np.ones(key.size, dtype=bool)
+        first[1:] = key[1:] != key[:-1]
+        take = first | g_crowd[g[hit_e]]
+        return hit_t[take], d[hit_e[take]], g[hit_e[take]]
+
+    @staticmethod
+    def _intersections(gt, preds, video_ids, num_k, d_frame, g_frame, t, vpos, k, a, b, g_rles) -> np.ndarray:
+        """``|d_t ∩ g_t|`` of the given pair-frames: one ``pycocotools.mask.iou`` call per video.
+
+        Every (prediction, frame) and (gt, frame) RLE of a video is passed once. To keep pycocotools from
+        walking pairs of different frames (or categories), each RLE is declared with the size
+        ``[H, W + t * K + k]``: pycocotools only compares RLEs of equal size, and neither the run-length decoding
+        nor the bounding box (which only uses the height) depends on the width. The intersection is recovered
+        exactly from the IoU: ``iou = i / (a + b - i)`` gives ``i = iou * (a + b) / (1 + iou)``, an integer below
+        2^32 recovered from float64 with an error far below 1/2.
+        """
+        if d_frame.size == 0:
+            return np.zeros(0)
+        num_f, num_fg = preds.frame_rle.size, len(g_rles)
+        ud, d_first, d_inv = np.unique(vpos * num_f + d_frame, return_index=True, return_inverse=True)
+        ug, g_first, g_inv = np.unique(vpos * num_fg + g_frame, return_index=True, return_inverse=True)
+        heights = {i: gt.videos[v].height for i, v in enumerate(video_ids.tolist())}
+        widths = {i: gt.videos[v].width for i, v in enumerate(video_ids.tolist())}
+        rles = preds.rles
+        d_rle = preds.frame_rle[d_frame[d_first]].tolist()
+        d_list = [{"size": [heights[v], widths[v] + tt * num_k + kk], "counts": rles[r]["counts"]}
+                  for r, v, tt, kk in zip(d_rle, vpos[d_first].tolist(), t[d_first].tolist(), k[d_first].tolist())]
+        g_list = [{"size": [heights[v], widths[v] + tt * num_k + kk], "counts": g_rles[f]["counts"]}
+                  for f, v, tt, kk in zip(g_frame[g_first].tolist(), vpos[g_first].tolist(), t[g_first].tolist(),
+                                          k[g_first].tolist())]
+        videos = np.unique(vpos)
+        d_bounds = np.searchsorted(ud // num_f, videos.tolist() + [np.iinfo(np.int64).max])
+        g_bounds = np.searchsorted(ug // num_fg, videos.tolist() + [np.iinfo(np.int64).max])
+        p_bounds = np.searchsorted(vpos, videos.tolist() + [np.iinfo(np.int64).max])
+        iou = np.empty(d_frame.size)
+        for j in range(videos.size):
+            d0, d1, g0, g1, p0, p1 = d_bounds[j], d_bounds[j + 1], g_bounds[j], g_bounds[j + 1], p_bounds[j], p_bounds[j + 1]
+            o = np.asarray(mask_utils.iou(d_list[d0:d1], g_list[g0:g1], np.zeros(g1 - g0, dtype=np.uint8)))
+            iou[p0:p1] = o.reshape(d1 - d0, g1 - g0)[d_inv[p0:p1] - d0, g_inv[p0:p1] - g0]
+        return np.rint(iou * (a + b) / (1.0 + iou))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Accumulate (vectorised pycocotools COCOeval.accumulate) and summarize (pycocotools' own)
+# ----------------------------------------------------------------------------------------------------------
+def accumulate_events(
+    det_k: np.ndarray,
+    det_vpos: np.ndarray,
+    det_rank: np.ndarray,
+    det_score: np.ndarray,
+    fp_base: np.ndarray,
+    tp_events: Sequence[Tuple[np.ndarray, np.ndarray]],
+    fp_flips: Sequence[Tuple[np.ndarray, np.ndarray]],
+    npig: np.ndarray,
+    max_dets: Sequence[int],
+    rec_thrs: np.ndarray,
+    num_t: int,
+    det_mask: Optional[np.ndarray] = None,
+) -> Dict[str, np.ndarray]:
+    """pycocotools ``COCOeval.accumulate``, computed from the few events that decide it.
+
+    Args:
+        det_k, det_vpos, det_rank: ``(N,)`` (or ``(A, N)``: per area range) int per detection: category index,
+            position of its image (video) in ``imgIds``, position in its ``evalImgs`` entry (what ``[0:maxDet]``
+            cuts).
+        det_score: ``(N,)`` (or ``(A, N)``) float64 ``dtScores``.
+        fp_base: ``(A, N)`` bool: the false-positive flag of each detection at most thresholds.
+        tp_events: per area range ``(t, d)`` int arrays: detection ``d`` is a true positive at threshold ``t``
+            (``dtMatches != 0`` and not ``dtIgnore``).
+        fp_flips: per area range ``(t, d)``: the false-positive flag at threshold ``t`` is ``not fp_base[d]``.
+        npig: ``(K, A)`` number of not-ignored gts; 0 leaves the entry at -1 (as pycocotools, which also skips
+            a (k, a) without any ``evalImgs`` entry: such a pair has no gt).
+        max_dets: the M maxDets. rec_thrs: the R recall thresholds. num_t: T.
+        det_mask: ``(N,)`` bool, the detections taking part (a video subset); default all.
+
+    Returns:
+        ``{"precision": (T, R, K, A, M), "recall": (T, K, A, M), "scores": (T, R, K, A, M)}``, equal to
+        pycocotools'.
+
+    Why this equals pycocotools: per (category, area, maxDet), pycocotools concatenates the entries in
+    ``imgIds`` order, each cut to ``[0:maxDet]``, sorts them by ``-score`` (stable mergesort) -- here one
+    ``lexsort`` by (category, -score, image position, rank) -- and takes running sums ``tp``, ``fp`` per threshold.
+    ``rc = tp / npig``; ``pr = tp / (fp + tp + eps)``; the precision at a recall threshold ``r`` is
+    ``max(pr[i:])`` at the first ``i`` with ``rc[i] >= r``. Since ``c -> fl(c / npig)`` is non-decreasing,
+    ``rc[i] >= r`` iff ``tp[i] >= c_r`` with ``c_r`` the smallest integer such that ``fl(c_r / npig) >= r``; the
+    first such ``i`` is the position of the ``c_r``-th true positive (the first detection when ``c_r = 0``). Between
+    two true positives ``tp`` is constant and ``fp`` does not decrease, so ``pr`` does not increase: ``max(pr[i:])``
+    at a true positive is the maximum of ``pr`` over the true positives from there on, where ``tp`` is their
+    count ``j`` and ``fp`` a cumulative sum (``fp_base`` plus the flips). The same float operations are applied
+    to the same integers, so the values are bit-identical.
+    """
+    num_a = len(tp_events)
+    num_k, num_m, num_r = npig.shape[0], len(max_dets), len(rec_thrs)
+    precision = -np.ones((num_t, num_r, num_k, num_a, num_m))
+    recall = -np.ones((num_t, num_k, num_a, num_m))
+    scores = -np.ones((num_t, num_r, num_k, num_a, num_m))
+    per_area = np.ndim(det_k) == 2
+    eps = np.spacing(1)
+    rec_thrs = np.asarray(rec_thrs, dtype=np.float64)
+    sorted_dets = None
+    for a in range(num_a):
+        cats = np.flatnonzero(npig[:, a] > 0)
+        if cats.size == 0:
+            continue
+        if per_area or sorted_dets is None:
+            k_a = det_k[a] if per_area else det_k
+            rank_a = det_rank[a] if per_area else det_rank
+            score_a = det_score[a] if per_area else det_score
+            vpos_a = det_vpos[a] if per_area else det_vpos
+            idx = np.arange(k_a.size) if det_mask is None else np.flatnonzero(det_mask)
+            sorted_dets = idx[np.lexsort((rank_a[idx], vpos_a[idx], -score_a[idx], k_a[idx]))]
+            sorted_rank = rank_a[sorted_dets]
+        # c_r per (category, recall threshold): tp >= c_r  <=>  rc >= r
+        c_min = np.stack([np.searchsorted(np.arange(int(npig[k, a]) + 1) / int(npig[k, a]), rec_thrs, side="left")
+                          for k in cats.tolist()])  # (Kc, R)
+        npig_c = npig[cats, a].astype(np.int64)
+        kc_of = np.full(num_k, -1, dtype=np.int64)
+        kc_of[cats] = np.arange(cats.size)
+        for m, max_det in enumerate(max_dets):
+            sel = sorted_dets[sorted_rank < max_det]  # detection ids in accumulate order
+            n = sel.size
+            k_s, s_s = k_a[sel], score_a[sel]
+            pos = np.full(k_a.size, -1, dtype=np.int64)
+            pos[sel] = np.arange(n)
+            bounds = np.searchsorted(k_s, np.arange(num_k + 1))
+            lo, nd = bounds[cats], bounds[cats + 1] - bounds[cats]
+            base = fp_base[a][sel]
+            base_cum = np.zeros(n + 1, dtype=np.int64)
+            np.cumsum(base, out=base_cum[1:])
+            # false-positive flips as a running sum over keys t * n + position
+            ft, fd = fp_flips[a]
+            fpos = pos[fd]
+            keep = fpos >= 0
+            f_key = ft[keep] * n + fpos[keep]
+            f_ord = np.argsort(f_key, kind="stable")
+            f_key = f_key[f_ord]
+            f_cum = np.zeros(f_key.size + 1, dtype=np.int64)
+            np.cumsum(np.where(base[fpos[keep]], -1, 1)[f_ord], out=f_cum[1:])
+            # true positives in (threshold, position) order
+            tt, td = tp_events[a]
+            tpos = pos[td]
+            keep = tpos >= 0
+            tt, tpos = tt[keep], tpos[keep]
+            t_ord = np.lexsort((tpos, tt))
+            tt, tpos = tt[t_ord], tpos[t_ord]
+            tkc = kc_of[k_s[tpos]]
+            valid_kc = tkc >= 0  # true positives of categories without counted gts play no part
+            tt, tpos, tkc = tt[valid_kc], tpos[valid_kc], tkc[valid_kc]
+            seg_lo = lo[tkc]
+            fp_run = (base_cum[tpos + 1] - base_cum[seg_lo]
+                      + f_cum[np.searchsorted(f_key, tt * n + tpos, side="right")]
+                      - f_cum[np.searchsorted(f_key, tt * n + seg_lo - 1, side="right")])
+            group = tt * cats.size + tkc
+            num_e = group.size
+            first = np.ones(num_e, dtype=bool)
+            first[1:] = group[1:] != group[:-1]
+            g_start = np.maximum.accumulate(np.where(first, np.arange(num_e), 0)) if num_e else first
+            j = (np.arange(num_e) - g_start + 1).astype(np.float64)
+            pr = j / (fp_run.astype(np.float64) + j + eps)
+            # max of pr over the later true positives of the same (threshold, category): a reverse cumulative
+            # maximum on integer keys (group from the end, then the rank of pr among all values)
+            env = pr
+            if num_e:
+                vals, inv = np.unique(pr, return_inverse=True)
+                gid = np.cumsum(first) - 1
+                rev_key = ((gid[-1] - gid) * vals.size + inv.reshape(-1))[::-1]
+                env = vals[(np.maximum.accumulate(rev_key) % vals.size)[::-1]]
+            count = np.zeros((num_t, cats.size), dtype=np.int64)
+            np.add.at(count, (tt[first], tkc[first]), np.bincount(np.cumsum(first) - 1))
+            start = np.zeros((num_t, cats.size), dtype=np.int64)
+            start[tt[first], tkc[first]] = np.flatnonzero(first)
+            has = nd > 0
+            recall[:, cats, a, m] = np.where(has[None, :], count / npig_c[None, :], 0.0)
+            # precision / scores at each recall threshold: the c_r-th true positive (c_r = 0: the first detection)
+            c = c_min[None, :, :]  # (1, Kc, R)
+            reach = (c <= count[:, :, None]) & has[None, :, None]
+            at = start[:, :, None] + np.maximum(c, 1) - 1
+            at = np.where(reach & (count[:, :, None] > 0), at, 0)
+            prec = np.where(reach & (count[:, :, None] > 0), env[at] if num_e else 0.0, 0.0)
+            sc = np.where(reach & (c > 0) & (count[:, :, None] > 0), s_s[tpos[at]] if num_e else 0.0, 0.0)
+            first_det = np.where(has, lo, 0)
+            sc = np.where(reach & (c == 0), s_s[first_det][None, :, None] if n else 0.0, sc)
+            precision[:, :, cats, a, m] = prec.transpose(0, 2, 1)
+            scores[:, :, cats, a, m] = sc.transpose(0, 2, 1)
+    return {"precision": precision, "recall": recall, "scores": scores}
+
+
+def dense_to_events(tp: np.ndarray, fp: np.ndarray):
+    """``(fp_base, tp_events, fp_flips)`` of dense ``(A, T, N)`` true / false positive flags."""
+    fp_base = fp[:, 0, :].copy() if fp.shape[1] else np.zeros((fp.shape[0], fp.shape[2]), dtype=bool)
+    tp_events = [np.nonzero(tp[a]) for a in range(tp.shape[0])]
+    fp_flips = [np.nonzero(fp[a] != fp_base[a][None, :]) for a in range(fp.shape[0])]
+    return fp_base, tp_events, fp_flips
+
+
+def eval_imgs_to_events(eval_imgs: Sequence[Optional[dict]], num_k: int, num_a: int, num_i: int, num_t: int) -> tuple:
+    """pycocotools ``evalImgs`` (ordered [category][area][image], ``None`` for empty pairs) as the arguments of
+    :func:`accumulate_events` (detections per area range, padded to a common length with detections of rank
+    ``2^62``, which every ``[0:maxDet]`` cut removes)."""
+    per = [([], [], [], [], [], []) for _ in range(num_a)]
+    npig = np.zeros((num_k, num_a), dtype=np.int64)
+    for k in range(num_k):
+        for a in range(num_a):
+            for i in range(num_i):
+                e = eval_imgs[(k * num_a + a) * num_i + i]
+                if e is None:
+                    continue
+                npig[k, a] += int(np.count_nonzero(np.asarray(e["gtIgnore"]) == 0))
+                nd = len(e["dtScores"])
+                if nd == 0:
+                    continue
+                dtm = np.asarray(e["dtMatches"]).reshape(num_t, nd).astype(bool)
+                dtig = np.asarray(e["dtIgnore"]).reshape(num_t, nd).astype(bool)
+                ks, vs, rs, ss, tps, fps = per[a]
+                ks.append(np.full(nd, k))
+                vs.append(np.full(nd, i))
+                rs.append(np.arange(nd))
+                ss.append(np.asarray(e["dtScores"], dtype=np.float64))
+                tps.append(dtm & ~dtig)
+                fps.append(~dtm & ~dtig)
+    n = max([sum(x.size for x in p[0]) for p in per] + [0])
+    det_k = np.zeros((num_a, n), dtype=np.int64)
+    det_v = np.zeros((num_a, n), dtype=np.int64)
+    det_r = np.full((num_a, n), 1 << 62, dtype=np.int64)
+    det_s = np.zeros((num_a, n))
+    tp = np.zeros((num_a, num_t, n), dtype=bool)
+    fp = np.zeros((num_a, num_t, n), dtype=bool)
+    for a, (ks, vs, rs, ss, tps, fps) in enumerate(per):
+        if not ks:
+            continue
+        m = sum(x.size for x in ks)
+        det_k[a, :m], det_v[a, :m], det_r[a, :m], det_s[a, :m] = (np.concatenate(x) for x in (ks, vs, rs, ss))
+        tp[a, :, :m] = np.concatenate(tps, axis=1)
+        fp[a, :, :m] = np.concatenate(fps, axis=1)
+    return (det_k, det_v, det_r, det_s, *dense_to_events(tp, fp), npig)
 
 
 class _PrecomputedCOCOeval(COCOeval):
-    """pycocotools' ``COCOeval`` whose ``evalImgs`` are supplied, so ``accumulate`` / ``summarize`` are its own.
+    """pycocotools' ``COCOeval`` with a vectorised ``accumulate`` (:func:`accumulate_events`); ``summarize`` is
+    pycocotools' own.
 
-    ``imgIds`` are video ids. ``summarize`` hard-codes ``maxDets=100`` for the first number (AP); when the cap is
-    not 100 that one number is recomputed the same way on the last maxDets (``_fix_ap_for_max_dets``).
+    ``imgIds`` are video ids. Either the arguments of :func:`accumulate_events` (``events``, what the evaluator
+    builds; ``det_mask`` selects a video subset) or pycocotools-style ``evalImgs`` are given. ``summarize`` hard-codes ``maxDets=100`` for the first
+    number (AP); when the cap is not 100 that one number is recomputed the same way on the last maxDets.
     """
 
-    def __init__(self, video_ids: List[int], category_ids: List[int], max_dets: List[int], eval_imgs: List[Optional[dict]]):
+    def __init__(self, video_ids: List[int], category_ids: List[int], max_dets: List[int],
+                 eval_imgs: Optional[List[Optional[dict]]] = None, events: Optional[tuple] = None,
+                 det_mask: Optional[np.ndarray] = None):
         super().__init__(None, None, iouType="segm")
         self.params.imgIds = list(video_ids)
         self.params.catIds = list(category_ids)
@@ -279,7 +665,24 @@ class _PrecomputedCOCOeval(COCOeval):
         self.params.areaRngLbl = list(AREA_LABELS)
         self.params.maxDets = list(max_dets)
         self.evalImgs = eval_imgs
+        self._events = events
+        self._det_mask = det_mask
         self._paramsEval = copy.deepcopy(self.params)
+
+    def accumulate(self, p=None) -> None:
+        """Fill ``self.eval`` like ``COCOeval.accumulate`` (same arrays; only the default parameters)."""
+        p = self.params if p is None else p
+        events = self._events
+        if events is None:
+            events = eval_imgs_to_events(self.evalImgs, len(p.catIds), len(p.areaRng), len(p.imgIds), len(p.iouThrs))
+        out = accumulate_events(*events, max_dets=p.maxDets, rec_thrs=p.recThrs, num_t=len(p.iouThrs),
+                                det_mask=self._det_mask)
+        self.eval = {
+            "params": p,
+            "counts": [len(p.iouThrs), len(p.recThrs), len(p.catIds), len(p.areaRng), len(p.maxDets)],
+            "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S"),
+            **out,
+        }
 
     def run(self) -> np.ndarray:
         """accumulate + summarize (their prints go to the debug log); returns the 12 stats."""
@@ -313,6 +716,7 @@ def evaluate_ytvis(
     results: JsonSource,
     long_video_ids: Optional[Iterable[int]] = None,
     max_dets: int = MAX_DETS[-1],
+    timings: Optional[dict] = None,
 ) -> "OrderedDict[str, float]":
     """Score a YouTube-VIS / OVIS results file with the official ``ytvoseval`` metric.
 
@@ -322,6 +726,7 @@ def evaluate_ytvis(
         long_video_ids: optional ids (or a path to a whitespace/comma separated file) of the "long" videos of
             YouTube-VIS 2022: the long and the short videos are then also scored separately.
         max_dets: the per-(video, category) cap on predictions (the last maxDets; >= 10).
+        timings: if a dict is given, the wall time of each stage (s) is stored in it (benchmarks).
 
     Returns:
         OrderedDict of the 12 pycocotools numbers (:data:`STAT_NAMES`) as raw fractions in [0, 1], -1 where
@@ -334,20 +739,28 @@ def evaluate_ytvis(
     if not (isinstance(max_dets, int) and max_dets >= MAX_DETS[1]):
         raise ValueError(f"max_dets must be an integer >= {MAX_DETS[1]}, got {max_dets!r}")
     with gc_paused():
-        return _evaluate_ytvis(gt, results, long_video_ids, max_dets)
+        return _evaluate_ytvis(gt, results, long_video_ids, max_dets, timings)
 
 
-def _evaluate_ytvis(gt, results, long_video_ids, max_dets) -> "OrderedDict[str, float]":
+def _evaluate_ytvis(gt, results, long_video_ids, max_dets, timings=None) -> "OrderedDict[str, float]":
+    times = {} if timings is None else timings
+    tic = time.perf_counter()
     gt_data = load_ground_truth(gt)
     if not gt_data.has_annotations:
         raise YTVISFormatError(
             f"ground truth {gt_data.name!r} has no annotations (a hidden validation/test split?): it cannot be "
             "scored; submit the results to the benchmark server instead"
         )
-    preds = load_predictions(results, gt_data)
-    eval_imgs, video_ids = _evaluate_all(gt_data, preds, max_dets)
+    times["load_gt_s"] = time.perf_counter() - tic
+    tic = time.perf_counter()
+    preds = load_prediction_arrays(results, gt_data)
+    times["load_results_s"] = time.perf_counter() - tic
+    matches = _Matches(gt_data, preds, max_dets, times)
+    times["pairs"], times["candidate_pairs"] = matches.num_pairs, matches.num_candidates
+    video_ids = sorted(gt_data.videos)
     dets = [MAX_DETS[0], MAX_DETS[1], max_dets]
-    stats = _accumulate(eval_imgs, video_ids, gt_data.category_ids, dets)
+    tic = time.perf_counter()
+    stats = _accumulate(matches, video_ids, None, gt_data.category_ids, dets)
     out = OrderedDict((k, float(v)) for k, v in zip(STAT_NAMES, stats))
     long_ids = _read_id_list(long_video_ids)
     if long_ids is not None:
@@ -360,61 +773,29 @@ def _evaluate_ytvis(gt, results, long_video_ids, max_dets) -> "OrderedDict[str, 
             "AP_short": [v for v in video_ids if v not in long_set],
         }
         for key, subset in subsets.items():
-            out[key] = float(_accumulate(eval_imgs, subset, gt_data.category_ids, dets)[0]) if subset else -1.0
+            out[key] = (float(_accumulate(matches, video_ids, subset, gt_data.category_ids, dets)[0])
+                        if subset else -1.0)
         valid = [out[k] for k in subsets if out[k] >= 0]
         out["AP_mean"] = float(np.mean(valid)) if len(valid) == len(subsets) else -1.0
+    times["accumulate_s"] = time.perf_counter() - tic
     return out
 
 
-def _evaluate_all(
-    gt: GroundTruth, preds: List[Track], max_dets: int
-) -> Tuple[Dict[Tuple[int, int, int], Optional[dict]], List[int]]:
-    """Per (category, area index, video) ``evalImgs`` entries for all videos of the ground truth."""
-    video_ids = sorted(gt.videos)
-    iou_thrs = COCOeval(iouType="segm").params.iouThrs
-    gts_by_video: Dict[int, List[Track]] = defaultdict(list)
-    for g in gt.tracks:
-        gts_by_video[g.video_id].append(g)
-    dts_by_pair: Dict[Tuple[int, int], List[Track]] = defaultdict(list)
-    for d in preds:
-        dts_by_pair[d.video_id, d.category_id].append(d)
-    dts_by_video: Dict[int, List[Track]] = defaultdict(list)
-    for (vid, _), dts in dts_by_pair.items():
-        order = np.argsort([-d.score for d in dts], kind="mergesort")  # stable: ties keep file order
-        dts_by_video[vid].extend(dts[i] for i in order[:max_dets])
-
-    eval_imgs: Dict[Tuple[int, int, int], Optional[dict]] = {}
-    for vid in video_ids:
-        v_gts, v_dts = gts_by_video.get(vid, []), dts_by_video.get(vid, [])
-        if not v_gts and not v_dts:
-            continue
-        g_cat = np.array([g.category_id for g in v_gts], dtype=np.int64)
-        d_cat = np.array([d.category_id for d in v_dts], dtype=np.int64)
-        for cat in np.union1d(g_cat, d_cat).tolist():
-            gi, di = np.flatnonzero(g_cat == cat), np.flatnonzero(d_cat == cat)
-            pair_gts, pair_dts = [v_gts[i] for i in gi], [v_dts[i] for i in di]
-            # Only same-category pairs are compared (one batched call per frame and category; a category that
-            # one side lacks costs nothing).
-            pair = _PairData(vid, cat, video_track_ious(pair_dts, pair_gts), pair_gts, pair_dts)
-            for a, rng in enumerate(AREA_RANGES):
-                eval_imgs[cat, a, vid] = _evaluate_pair(pair, rng, max_dets, iou_thrs)
-    return eval_imgs, video_ids
-
-
-def _accumulate(
-    eval_imgs: Dict[Tuple[int, int, int], Optional[dict]],
-    video_ids: List[int],
-    category_ids: List[int],
-    max_dets: List[int],
-) -> np.ndarray:
-    """Run pycocotools' accumulate/summarize on the entries of ``video_ids``; returns the 12 stats."""
-    ordered = [
-        eval_imgs.get((cat, a, vid))
-        for cat in category_ids
-        for a in range(len(AREA_RANGES))
-        for vid in video_ids
-    ]
-    return _PrecomputedCOCOeval(video_ids, category_ids, max_dets, ordered).run()
+def _accumulate(matches: _Matches, video_ids: List[int], subset: Optional[List[int]], category_ids: List[int],
+                max_dets: List[int]) -> np.ndarray:
+    """accumulate/summarize on the videos of ``subset`` (default: all); returns the 12 stats."""
+    d_in = g_in = None
+    ids = video_ids
+    if subset is not None:
+        member = np.zeros(len(video_ids), dtype=bool)
+        member[np.searchsorted(np.array(video_ids), np.array(subset, dtype=np.int64))] = True
+        d_in, g_in, ids = member[matches.d_vpos], member[matches.g_vpos], list(subset)
+    g_k = matches.g_k if g_in is None else matches.g_k[g_in]
+    counted = matches.g_counted if g_in is None else matches.g_counted[:, g_in]
+    npig = np.stack([np.bincount(g_k[counted[a]], minlength=matches.num_k) for a in range(counted.shape[0])], axis=1)
+    events = (matches.d_k, matches.d_vpos, matches.d_rank, matches.d_score, matches.fp_base, matches.tp_events,
+              matches.fp_flips, npig)
+    return _PrecomputedCOCOeval(ids, category_ids, max_dets, events=events, det_mask=d_in).run()
 
 
 def format_results_table(results: Dict[str, float], percent_input: bool = False) -> str:

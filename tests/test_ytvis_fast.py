@@ -210,6 +210,24 @@ def test_bulk_validator_equals_detailed(seed):
     _arrays_equal(fast, _detailed(gt_data, preds))
 
 
+def test_gt_bulk_loader_equals_detailed(tmp_path):
+    gt, _ = make_random_ytvis(num_videos=8, preds_per_video=2, seed=5, gt_per_video=(2, 5))  # every encoding
+    gt["annotations"][0].pop("areas")  # optional: the masks' own areas are used
+    gt["annotations"][1]["segmentations"][0] = []  # falsy frame: absent
+    path = tmp_path / "gt.json"
+    path.write_text(json.dumps(gt))
+    data = json.loads(json.dumps(gt))
+    videos = results_io._parse_videos(data["videos"], "x")
+    cat_ids = sorted(c["id"] for c in data["categories"])
+    ref = results_io._detailed_gt_tracks(data["annotations"], "x", videos, cat_ids)
+    for got in (results_io.load_ground_truth(str(path)).tracks, results_io.load_ground_truth(gt).tracks):
+        assert len(got) == len(ref)
+        for a, b in zip(got, ref):
+            assert (a.id, a.video_id, a.category_id, a.iscrowd, a.avg_area) == (b.id, b.video_id, b.category_id,
+                                                                                 b.iscrowd, b.avg_area)
+            assert np.array_equal(a.frame_areas, b.frame_areas) and a.rles == b.rles
+
+
 LAYOUTS = {
     "default": {},
     "compact": {"separators": (",", ":")},
@@ -263,7 +281,8 @@ def test_skeleton_mixed_layouts_and_key_order(tmp_path):
     path = tmp_path / "results.json"
     path.write_text(json.dumps(preds))
     skeleton = results_io.parse_results_skeleton(str(path))
-    assert skeleton.whole_objects and 0 < len(skeleton.counts) < sum(1 for p in preds for s in p["segmentations"] if s)
+    assert skeleton.whole_objects and 0 < len(skeleton.rles) < sum(1 for p in preds for s in p["segmentations"] if s)
+    assert sorted(skeleton.sizes) == [(30, 20), (40, 50)]
     _arrays_equal(results_io.load_prediction_arrays(str(path), gt_data), _detailed(gt_data, preds))
     # a cut object whose size is the other video size: rejected in bulk, reported by the json path
     bad = json.loads(json.dumps(preds))

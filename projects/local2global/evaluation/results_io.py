@@ -203,6 +203,11 @@ _RLE_OBJECT_RES = {
 _COUNTS_RE = re.compile(rb'"counts"[ \t\n\r]*:[ \t\n\r]*"([^"]*)"')
 
 
+#: Bytes of the file handled per regex call when whole RLE objects are cut (while they are cache-hot, their
+#: backslashes are resolved, and their dicts built and measured by pycocotools).
+_CHUNK_BYTES = 1 << 21
+
+
 @dataclass
 class ResultsSkeleton:
     """A results file whose RLE strings were cut out (:func:`parse_results_skeleton`).
@@ -211,23 +216,29 @@ class ResultsSkeleton:
         data: the parsed skeleton.
         whole_objects: True if each cut was a whole RLE object, now the list element ``True``; False if only
             the ``"counts"`` value was cut, now ``"counts": True`` inside the RLE dict.
-        counts: the RLE strings (``bytes``, JSON escapes resolved), in document order.
-        heights, widths: with ``whole_objects``, the ``size`` of each cut object as written (ASCII digits).
+        counts: the RLE strings (``bytes``, JSON escapes resolved), in document order (``whole_objects``: inside
+            ``rles``).
+        rles: with ``whole_objects``, the cut RLE objects as dicts ``{"size": [h, w], "counts": bytes}`` (one
+            shared ``size`` list per distinct size), in document order.
+        areas: with ``whole_objects``, ``(C,)`` int64 pixel areas of ``rles``.
+        size_index, sizes: with ``whole_objects``, ``(C,)`` index of each cut's ``(h, w)`` into ``sizes``.
     """
 
     data: Any
     whole_objects: bool
-    counts: List[bytes]
-    heights: Optional[List[bytes]] = None
-    widths: Optional[List[bytes]] = None
+    counts: Optional[List[bytes]] = None
+    rles: Optional[List[dict]] = None
+    areas: Optional[np.ndarray] = None
+    size_index: Optional[np.ndarray] = None
+    sizes: Optional[List[Tuple[int, int]]] = None
 
 
 def parse_results_skeleton(path: str) -> Optional[ResultsSkeleton]:
-    """Parse a results file with its RLE strings cut out by one regex pass and the rest parsed by orjson.
+    """Parse a results file with its RLE strings cut out by regex passes and the rest parsed by orjson.
 
     A results file is ~90% RLE ``counts`` strings. Building one Python ``str`` per string (json / orjson), then
     one dict and one size list per frame, and re-encoding the string for pycocotools costs more than everything
-    else; here one ``re.split`` over the memory-mapped file replaces every RLE object
+    else; here ``re.split`` over the memory-mapped file replaces every RLE object
     ``{"size": [h, w], "counts": "..."}`` (in the layout of the file's first one; or, for other layouts, every
     ``"counts": "..."`` pair) by ``true``, the much smaller remainder (the skeleton) is parsed by orjson, and
     the strings stay ``bytes`` (what pycocotools reads). :func:`_bulk_prediction_arrays` puts the k-th cut back
@@ -242,7 +253,8 @@ def parse_results_skeleton(path: str) -> Optional[ResultsSkeleton]:
     and is a complete JSON value (an object of two integers and a string, or a key and a string; the string
     content has no unescaped quote, and escapes are checked below), whose replacement keeps the structure. A
     cut that started inside a string yields a ``true`` that is swallowed in a string, lands elsewhere, or breaks
-    the JSON: the count check or orjson then rejects the skeleton.
+    the JSON: the count check or orjson then rejects the skeleton. The file is cut in chunks (at the start of
+    an RLE object): any set of non-overlapping matches of the pattern gives such a skeleton.
 
     Returns:
         The :class:`ResultsSkeleton`, or ``None`` (the caller parses the whole file normally) when the path is not
@@ -256,32 +268,93 @@ def parse_results_skeleton(path: str) -> Optional[ResultsSkeleton]:
         with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
             head = buf[: 1 << 20]
             found = [(head.find(prefix), prefix) for prefix in _RLE_OBJECT_RES if head.find(prefix) >= 0]
-            pattern = _RLE_OBJECT_RES[min(found)[1]] if found else _COUNTS_RE
-            parts = pattern.split(buf)
+            if found:
+                out = _cut_rle_objects(buf, min(found)[1])
+            else:
+                out = _cut_counts(buf)
     except (OSError, ValueError):  # e.g. an empty file cannot be mapped
         return None
-    whole = pattern is not _COUNTS_RE
-    step = 4 if whole else 2
-    counts = parts[step - 1::step]
-    skeleton = (b"true" if whole else b'"counts":true').join(parts[0::step])
-    heights, widths = (parts[1::4], parts[2::4]) if whole else (None, None)
-    del parts
-    if skeleton.count(b"true") != len(counts):
+    if out is None:
         return None
+    skeleton, cut = out
     try:
-        data = orjson.loads(skeleton)
+        cut.data = orjson.loads(skeleton)
     except orjson.JSONDecodeError:
         return None
-    del skeleton
-    # An RLE string may hold backslashes, each written as two in JSON; any other escape (never written for
-    # RLE characters) sends the file to the orjson / json parse.
-    for i in [i for i, has in enumerate(map(bytes.__contains__, counts, repeat(b"\\"))) if has]:
-        raw = counts[i]
-        unescaped = raw.replace(b"\\\\", b"\\")
-        if raw.count(b"\\") != 2 * (len(raw) - len(unescaped)):
-            return None
-        counts[i] = unescaped
-    return ResultsSkeleton(data, whole, counts, heights, widths)
+    return cut
+
+
+def _unescape(counts: List[bytes]) -> bool:
+    """Resolve escaped backslashes in place; False if a string holds any other JSON escape."""
+    found = np.fromiter(map(bytes.find, counts, repeat(b"\\")), dtype=np.int64, count=len(counts))
+    idx = np.flatnonzero(found >= 0).tolist()
+    if not idx:
+        return True
+    raw = [counts[i] for i in idx]
+    unescaped = list(map(bytes.replace, raw, repeat(b"\\\\"), repeat(b"\\")))
+    # every escape is an escaped backslash iff the backslashes are exactly twice the pairs removed (per string
+    # the count is at least twice the pairs, so equal totals mean equality for each string)
+    if sum(map(bytes.count, raw, repeat(b"\\"))) != 2 * (sum(map(len, raw)) - sum(map(len, unescaped))):
+        return False
+    deque(map(counts.__setitem__, idx, unescaped), maxlen=0)
+    return True
+
+
+def _cut_counts(buf) -> Optional[Tuple[bytes, ResultsSkeleton]]:
+    """Skeleton text and cuts with ``"counts": "..."`` pairs replaced by ``"counts":true``."""
+    parts = _COUNTS_RE.split(buf)
+    counts = parts[1::2]
+    skeleton = b'"counts":true'.join(parts[0::2])
+    del parts
+    if skeleton.count(b"true") != len(counts) or not _unescape(counts):
+        return None
+    return skeleton, ResultsSkeleton(None, False, counts=counts)
+
+
+def _cut_rle_objects(buf, prefix: bytes) -> Optional[Tuple[bytes, ResultsSkeleton]]:
+    """Skeleton text and cuts with whole RLE objects (layout of ``prefix``) replaced by ``true``, in chunks."""
+    pattern = _RLE_OBJECT_RES[prefix]
+    size_of: Dict[Tuple[bytes, bytes], int] = {}
+    size_lists: List[List[int]] = []
+    pieces, rles, areas, index = [], [], [], []
+    pos, n = 0, len(buf)
+    view = memoryview(buf)
+    try:
+        while pos < n:
+            end = n if pos + _CHUNK_BYTES >= n else buf.find(prefix, pos + _CHUNK_BYTES)
+            end = n if end < 0 else end
+            parts = pattern.split(view[pos:end])
+            pieces.append(b"true".join(parts[0::4]))
+            counts, heights, widths = parts[3::4], parts[1::4], parts[2::4]
+            del parts
+            if not _unescape(counts):
+                return None
+            if heights and heights.count(heights[0]) == len(heights) and widths.count(widths[0]) == len(widths):
+                keys = [(heights[0], widths[0])]
+            else:
+                keys = list(zip(heights, widths))
+            for key in set(keys) - size_of.keys():
+                size_of[key] = len(size_lists)
+                size_lists.append([int(key[0]), int(key[1])])
+            if len(keys) == 1:
+                j = size_of[keys[0]]
+                chunk_rles = [{"size": size, "counts": c} for size, c in zip(repeat(size_lists[j]), counts)]
+                index.append(np.full(len(counts), j, dtype=np.int64))
+            else:
+                ids = list(map(size_of.__getitem__, keys))
+                chunk_rles = [{"size": size_lists[j], "counts": c} for j, c in zip(ids, counts)]
+                index.append(np.array(ids, dtype=np.int64))
+            areas.append(batched_area(chunk_rles))
+            rles.extend(chunk_rles)
+            pos = end
+    finally:
+        view.release()
+    skeleton = b"".join(pieces)
+    if skeleton.count(b"true") != len(rles):
+        return None
+    cut = ResultsSkeleton(None, True, rles=rles, areas=np.concatenate(areas).astype(np.int64),
+                          size_index=np.concatenate(index), sizes=[tuple(x) for x in size_lists])
+    return skeleton, cut
 
 
 def _is_int(x: Any) -> bool:
@@ -406,13 +479,30 @@ def _parse_videos(videos: Any, name: str) -> Dict[int, VideoInfo]:
 def load_ground_truth(gt: JsonSource) -> GroundTruth:
     """Parse and validate a YouTube-VIS / OVIS ground-truth JSON (path or dict).
 
+    Files are parsed with orjson when it is installed; any validation error is then reported from a ``json``
+    parse (see :func:`load_json_fast`), so accepted inputs, values and messages are ``json``'s.
+
     Raises:
         YTVISFormatError: naming the file, the video id and the key for anything malformed: missing
             ``videos`` / ``categories``, annotations of unknown videos or categories, segmentation lists
             whose length differs from the video's, masks of the wrong size, non-positive or duplicate
             annotation ids (the official matcher uses id 0 for "unmatched").
     """
-    data, name = load_json(gt, "ground truth")
+    data, name, used_orjson = load_json_fast(gt, "ground truth")
+    if used_orjson:
+        try:
+            return _parse_ground_truth(data, name, orjson_numbers=True)
+        except (YTVISFormatError, _NeedsJson):
+            del data
+            data, name = load_json(gt, "ground truth")
+    return _parse_ground_truth(data, name)
+
+
+class _NeedsJson(Exception):
+    """An orjson-parsed value that may differ from json's (an integer beyond 64 bits, read as a float)."""
+
+
+def _parse_ground_truth(data: Any, name: str, orjson_numbers: bool = False) -> GroundTruth:
     if not isinstance(data, dict):
         raise YTVISFormatError(f"ground truth {name!r}: expected a JSON object, got {type(data).__name__}")
     for key in ("videos", "categories"):
@@ -423,12 +513,80 @@ def load_ground_truth(gt: JsonSource) -> GroundTruth:
     if not isinstance(cats, list) or not all(isinstance(c, dict) and _is_int(c.get("id")) for c in cats):
         raise YTVISFormatError(f"ground truth {name!r}: 'categories' must be a list of objects with integer 'id'")
     category_ids = sorted({int(c["id"]) for c in cats})
-
     anns = data.get("annotations")
-    has_annotations = bool(anns)
+    tracks = _bulk_gt_tracks(anns or [], name, videos, category_ids, orjson_numbers)
+    if tracks is None:
+        tracks = _detailed_gt_tracks(anns or [], name, videos, category_ids)
+    return GroundTruth(name, videos, category_ids, tracks, bool(anns))
+
+
+def _bulk_gt_tracks(anns: List[Any], name: str, videos: Dict[int, VideoInfo], category_ids: List[int],
+                    orjson_numbers: bool) -> Optional[List[Track]]:
+    """The annotations as Tracks: per-annotation checks, then all frames at once (one batched area call).
+
+    Returns ``None`` if an annotation fails a check (the detailed validator then reports the first error in
+    file order); a malformed frame is reported here, in file order, with the detailed validator's message.
+    """
+    cat_set = set(category_ids)
+    seen = set()
+    for ann in anns:
+        if not isinstance(ann, dict) or not all(k in ann for k in ("id", "video_id", "category_id", "segmentations")):
+            return None
+        ann_id, vid, segs, areas = ann["id"], ann["video_id"], ann["segmentations"], ann.get("areas")
+        if (vid not in videos or not _is_int(ann_id) or ann_id <= 0 or ann_id in seen
+                or ann["category_id"] not in cat_set or not isinstance(segs, list)
+                or len(segs) != videos[vid].length):
+            return None
+        seen.add(ann_id)
+        if areas is not None and not isinstance(areas, list):
+            return None
+    area_values = list(chain.from_iterable(a for a in map(dict.get, anns, repeat("areas")) if a is not None))
+    if not set(map(type, area_values)) <= {type(None), int, float}:
+        return None  # the detailed validator reports the annotation
+    truthy = list(filter(None, area_values))
+    if orjson_numbers and truthy and (max(truthy) >= 2.0 ** 63 or min(truthy) <= -2.0 ** 63):
+        raise _NeedsJson
+    lengths = np.array([len(ann["segmentations"]) for ann in anns], dtype=np.int64)
+    starts = np.cumsum(lengths) - lengths
+    flat = list(chain.from_iterable(ann["segmentations"] for ann in anns))
+    # RLE dicts with str counts of the video's size are kept as they are (as the detailed validator does)
+    tid = _type_ids(flat)
+    is_dict = tid == _DICT_TYPE_ID
+    dicts = list(compress(flat, is_dict.tolist()))
+    ok = _type_ids(list(map(dict.get, dicts, repeat("counts")))) == _STR_TYPE_ID
+    expected = [[videos[ann["video_id"]].height, videos[ann["video_id"]].width] for ann in anns]
+    ann_of = np.repeat(np.arange(len(anns)), lengths)
+    dict_expected = [expected[i] for i in ann_of[is_dict].tolist()]
+    ok &= np.fromiter(map(operator.eq, map(dict.get, dicts, repeat("size")), dict_expected), dtype=bool,
+                      count=len(dicts))
+    good = np.zeros(len(flat), dtype=bool)
+    good[is_dict] = ok
+    for f in np.flatnonzero(~good & (tid != _NONE_TYPE_ID)).tolist():
+        i = int(ann_of[f])
+        where = f"ground truth {name!r}, video_id {anns[i]['video_id']}, annotations[{i}], frame {f - int(starts[i])}"
+        flat[f] = to_compressed_rle(flat[f], videos[anns[i]["video_id"]], where)
+    is_present = np.fromiter(map(id, flat), dtype=np.int64, count=len(flat)) != _NONE_ID
+    frame_areas = np.zeros(len(flat), dtype=np.int64)
+    frame_areas[is_present] = batched_area(list(compress(flat, is_present.tolist())))
+    tracks = []
+    for i, ann in enumerate(anns):
+        s0, n = int(starts[i]), int(lengths[i])
+        fa = frame_areas[s0:s0 + n]
+        areas = ann.get("areas")
+        # Not in the official format, but synthetic files may omit 'areas': then the masks' own areas.
+        avg_area = _truthy_mean(fa.tolist() if areas is None else areas)
+        iscrowd = ann.get("iscrowd", 0) or 0
+        tracks.append(Track(int(ann["id"]), int(ann["video_id"]), int(ann["category_id"]), 1.0, int(bool(iscrowd)),
+                            flat[s0:s0 + n], fa, avg_area))
+    return tracks
+
+
+def _detailed_gt_tracks(anns: List[Any], name: str, videos: Dict[int, VideoInfo], category_ids: List[int]
+                        ) -> List[Track]:
+    """The per-annotation validator (raises at the first malformed annotation, in file order)."""
     tracks: List[Track] = []
     seen_ids = set()
-    for i, ann in enumerate(anns or []):
+    for i, ann in enumerate(anns):
         if not isinstance(ann, dict):
             raise YTVISFormatError(f"ground truth {name!r}: annotations[{i}] is not an object")
         vid = ann.get("video_id")
@@ -465,7 +623,7 @@ def load_ground_truth(gt: JsonSource) -> GroundTruth:
         tracks.append(
             Track(int(ann_id), int(vid), int(ann["category_id"]), 1.0, int(bool(iscrowd)), rles, frame_areas, avg_area)
         )
-    return GroundTruth(name, videos, category_ids, tracks, has_annotations)
+    return tracks
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -630,9 +788,9 @@ def _bulk_prediction_arrays(data: List[Any], name: str, gt: GroundTruth,
         if whole:
             oid = np.fromiter(map(id, flat), dtype=np.int64, count=len(flat))
             marker = oid == _TRUE_ID
-            marked_rles = _rles_from_cuts(skeleton, frame_size[marker], distinct)
-            if marked_rles is None:
+            if not _cut_sizes_match(skeleton, frame_size[marker], distinct):
                 return None
+            marked_rles = skeleton.rles
             check = np.flatnonzero(~(marker | (oid == _NONE_ID)))  # frames still to look at (usually none)
             objs = [flat[i] for i in check.tolist()]
         else:
@@ -673,6 +831,10 @@ def _bulk_prediction_arrays(data: List[Any], name: str, gt: GroundTruth,
     else:
         present[check] = good
         slow = check[~good]
+    known = None
+    if whole:
+        known = np.full(len(flat), -1, dtype=np.int64)
+        known[marker] = skeleton.areas  # measured while cutting
     if whole and check.size == 0:
         rles = marked_rles  # the common case: every present frame is a cut RLE object
     else:
@@ -691,34 +853,19 @@ def _bulk_prediction_arrays(data: List[Any], name: str, gt: GroundTruth,
                 objs[f] = rle
                 present[f] = rle is not None
         rles = list(compress(objs, present.tolist()))
-    return _assemble(name, vids, cats, score, lengths, present, rles)
+    return _assemble(name, vids, cats, score, lengths, present, rles, known)
 
 
-def _rles_from_cuts(skeleton: ResultsSkeleton, expected: np.ndarray, distinct: List[Tuple[int, int]]
-                    ) -> Optional[List[dict]]:
-    """RLE dicts of the whole cut objects; ``None`` if one's size is not its video's (or the counts differ).
+def _cut_sizes_match(skeleton: ResultsSkeleton, expected: np.ndarray, distinct: List[Tuple[int, int]]) -> bool:
+    """Whether the k-th cut RLE object has the size of the video of the k-th marker, for every k.
 
     Args:
-        expected: ``(C,)`` index into ``distinct`` (the video sizes) of each cut's video, in document order.
+        expected: ``(C,)`` index into ``distinct`` (the video sizes) of each marker's video, in document order.
     """
-    counts, heights, widths = skeleton.counts, skeleton.heights, skeleton.widths
-    if expected.size != len(counts):
-        return None
-    size_objs = [[h, w] for h, w in distinct]
-    if len(distinct) == 1:
-        (h, w), = distinct
-        if heights.count(str(h).encode()) != len(heights) or widths.count(str(w).encode()) != len(widths):
-            return None
-        return [{"size": size, "counts": c} for size, c in zip(repeat(size_objs[0]), counts)]
-    # the digits were matched as canonical JSON integers, so equal digits <=> equal values
-    h_val = {str(h).encode(): h for h, _ in distinct}
-    w_val = {str(w).encode(): w for _, w in distinct}
-    got_h = np.fromiter(map(h_val.get, heights, repeat(-1)), dtype=np.int64, count=len(heights))
-    got_w = np.fromiter(map(w_val.get, widths, repeat(-1)), dtype=np.int64, count=len(widths))
-    sizes = np.array(distinct, dtype=np.int64)[expected]
-    if not (np.array_equal(got_h, sizes[:, 0]) and np.array_equal(got_w, sizes[:, 1])):
-        return None
-    return [{"size": size_objs[j], "counts": c} for j, c in zip(expected.tolist(), counts)]
+    if expected.size != len(skeleton.rles):
+        return False
+    cut_sizes = np.array(skeleton.sizes, dtype=np.int64).reshape(-1, 2)[skeleton.size_index]
+    return bool(np.array_equal(cut_sizes, np.array(distinct, dtype=np.int64).reshape(-1, 2)[expected]))
 
 
 def _detailed_prediction_arrays(data: List[Any], name: str, gt: GroundTruth) -> PredictionArrays:
@@ -765,8 +912,10 @@ def _detailed_prediction_arrays(data: List[Any], name: str, gt: GroundTruth) -> 
 
 
 def _assemble(name: str, vids: Sequence[Any], cats: Sequence[Any], score: np.ndarray, lengths: np.ndarray,
-              present: np.ndarray, rles: List[dict]) -> PredictionArrays:
+              present: np.ndarray, rles: List[dict], known_area: Optional[np.ndarray] = None) -> PredictionArrays:
     """Frame areas (batched pycocotools ``area`` over every RLE of the file) and the per-prediction sums.
+
+    ``known_area``: ``(F,)`` areas already measured (-1 where not), e.g. while cutting the skeleton.
 
     ``avg_area`` follows the official ``loadRes``: the mean of the truthy areas of its own masks (uint32
     areas, float64 mean); 0 when every frame is null or empty. Sums of integers are exact in int64 and in
@@ -775,7 +924,15 @@ def _assemble(name: str, vids: Sequence[Any], cats: Sequence[Any], score: np.nda
     n = len(vids)
     lengths = np.asarray(lengths, dtype=np.int64)
     frame_area = np.zeros(present.size, dtype=np.int64)
-    frame_area[present] = batched_area(rles)
+    if known_area is None:
+        frame_area[present] = batched_area(rles)
+    else:
+        todo = present & (known_area < 0)
+        frame_area[present] = known_area[present]
+        if todo.any():
+            rle_pos = np.cumsum(present) - 1  # frame -> index into rles
+            todo_rles = [rles[j] for j in rle_pos[todo].tolist()]
+            frame_area[todo] = batched_area(todo_rles)
     frame_rle = np.full(present.size, -1, dtype=np.int64)
     frame_rle[present] = np.arange(len(rles))
     starts = np.cumsum(lengths) - lengths

@@ -416,38 +416,35 @@ class _Matches:
 
     @staticmethod
     def _intersections(gt, preds, video_ids, num_k, d_frame, g_frame, t, vpos, k, a, b, g_rles) -> np.ndarray:
-        """``|d_t ∩ g_t|`` of the given pair-frames: one ``pycocotools.mask.iou`` call per video.
+        """``|d_t ∩ g_t|`` of the given pair-frames (sorted by video): one ``pycocotools.mask.iou`` call per video.
 
-        Every (prediction, frame) and (gt, frame) RLE of a video is passed once. To keep pycocotools from
-        walking pairs of different frames (or categories), each RLE is declared with the size
-        ``[H, W + t * K + k]``: pycocotools only compares RLEs of equal size, and neither the run-length decoding
-        nor the bounding box (which only uses the height) depends on the width. The intersection is recovered
-        exactly from the IoU: ``iou = i / (a + b - i)`` gives ``i = iou * (a + b) / (1 + iou)``, an integer below
-        2^32 recovered from float64 with an error far below 1/2.
+        pycocotools compares only RLEs of equal size and skips pairs whose boxes do not overlap. Each pair-frame's
+        prediction RLE is declared with the size ``[H, W + 1 + f]``, ``f`` the flat index of the gt frame it is
+        compared with, and every gt frame RLE with its own ``f``: pycocotools then walks exactly the pair-frames
+        asked for (each gt frame RLE is decoded once per video). Neither the run-length decoding nor the bounding
+        box (which only uses the height) depends on the declared width. The intersection is recovered exactly
+        from the IoU: ``iou = i / (a + b - i)`` gives ``i = iou * (a + b) / (1 + iou)``, an integer below 2^32
+        recovered from float64 with an error far below 1/2.
         """
         if d_frame.size == 0:
             return np.zeros(0)
-        num_f, num_fg = preds.frame_rle.size, len(g_rles)
-        ud, d_first, d_inv = np.unique(vpos * num_f + d_frame, return_index=True, return_inverse=True)
+        num_fg = len(g_rles)
         ug, g_first, g_inv = np.unique(vpos * num_fg + g_frame, return_index=True, return_inverse=True)
         heights = {i: gt.videos[v].height for i, v in enumerate(video_ids.tolist())}
         widths = {i: gt.videos[v].width for i, v in enumerate(video_ids.tolist())}
         rles = preds.rles
-        d_rle = preds.frame_rle[d_frame[d_first]].tolist()
-        d_list = [{"size": [heights[v], widths[v] + tt * num_k + kk], "counts": rles[r]["counts"]}
-                  for r, v, tt, kk in zip(d_rle, vpos[d_first].tolist(), t[d_first].tolist(), k[d_first].tolist())]
-        g_list = [{"size": [heights[v], widths[v] + tt * num_k + kk], "counts": g_rles[f]["counts"]}
-                  for f, v, tt, kk in zip(g_frame[g_first].tolist(), vpos[g_first].tolist(), t[g_first].tolist(),
-                                          k[g_first].tolist())]
-        videos = np.unique(vpos)
-        d_bounds = np.searchsorted(ud // num_f, videos.tolist() + [np.iinfo(np.int64).max])
-        g_bounds = np.searchsorted(ug // num_fg, videos.tolist() + [np.iinfo(np.int64).max])
-        p_bounds = np.searchsorted(vpos, videos.tolist() + [np.iinfo(np.int64).max])
+        d_list = [{"size": [heights[v], widths[v] + 1 + f], "counts": rles[r]["counts"]}
+                  for r, v, f in zip(preds.frame_rle[d_frame].tolist(), vpos.tolist(), g_frame.tolist())]
+        g_list = [{"size": [heights[v], widths[v] + 1 + f], "counts": g_rles[f]["counts"]}
+                  for f, v in zip(g_frame[g_first].tolist(), vpos[g_first].tolist())]
+        videos = np.unique(vpos).tolist() + [np.iinfo(np.int64).max]
+        g_bounds = np.searchsorted(ug // num_fg, videos).tolist()
+        p_bounds = np.searchsorted(vpos, videos).tolist()
         iou = np.empty(d_frame.size)
-        for j in range(videos.size):
-            d0, d1, g0, g1, p0, p1 = d_bounds[j], d_bounds[j + 1], g_bounds[j], g_bounds[j + 1], p_bounds[j], p_bounds[j + 1]
-            o = np.asarray(mask_utils.iou(d_list[d0:d1], g_list[g0:g1], np.zeros(g1 - g0, dtype=np.uint8)))
-            iou[p0:p1] = o.reshape(d1 - d0, g1 - g0)[d_inv[p0:p1] - d0, g_inv[p0:p1] - g0]
+        for j in range(len(videos) - 1):
+            g0, g1, p0, p1 = g_bounds[j], g_bounds[j + 1], p_bounds[j], p_bounds[j + 1]
+            o = np.asarray(mask_utils.iou(d_list[p0:p1], g_list[g0:g1], np.zeros(g1 - g0, dtype=np.uint8)))
+            iou[p0:p1] = o.reshape(p1 - p0, g1 - g0)[np.arange(p1 - p0), g_inv[p0:p1] - g0]
         return np.rint(iou * (a + b) / (1.0 + iou))
 
 

@@ -399,6 +399,80 @@ BENCHMARK_PRESETS = {
 }
 
 
+#: Environment variable naming a directory with a copy of the official youtubevos/cocoapi ``ytvos.py`` and
+#: ``ytvoseval.py`` (as a package, e.g. ``<dir>/ytvosofficial/{__init__,mask,ytvos,ytvoseval}.py``, or the files
+#: themselves): the benchmark then also times the official pipeline. The project does not ship that code.
+OFFICIAL_ENV = "L2G_YTVOS_OFFICIAL"
+
+# One timed evaluation in a fresh interpreter (so every sample starts from the same memory state): prints JSON
+# {"seconds", "stats", "timings"}. Imports are outside the timed region.
+_TIMED_RUN = r"""
+import contextlib, gc, io, json, os, sys, time
+kind, gt_path, res_path, official_dir = sys.argv[1:5]
+if kind == "ours":
+    from local2global.evaluation.ytvis import STAT_NAMES, evaluate_ytvis
+    timings = {}
+    tic = time.perf_counter()
+    out = evaluate_ytvis(gt_path, res_path, timings=timings)  # pauses the garbage collector itself
+    seconds = time.perf_counter() - tic
+    stats = [out[k] for k in STAT_NAMES]
+elif kind == "reference":
+    from local2global.evaluation.ytvis_reference import REF_STAT_NAMES, evaluate_ytvis_reference
+    timings = {}
+    gc.disable()
+    tic = time.perf_counter()
+    out = evaluate_ytvis_reference(gt_path, res_path)
+    seconds = time.perf_counter() - tic
+    stats = [out[k] for k in REF_STAT_NAMES]
+else:  # "official" (as shipped: garbage collector on) or "official-nogc"
+    import numpy as np
+    np.float, np.int = float, int  # aliases removed from numpy, used by the official code
+    _linspace = np.linspace
+    def _int_num_linspace(start, stop, num=50, *args, **kwargs):  # it passes a float num (numpy < 1.18 style)
+        return _linspace(start, stop, int(round(float(num))), *args, **kwargs)
+    np.linspace = _int_num_linspace
+    package = None
+    for cand in [official_dir] + sorted(os.path.join(official_dir, d) for d in os.listdir(official_dir)):
+        if os.path.isfile(os.path.join(cand, "ytvos.py")) and os.path.isfile(os.path.join(cand, "ytvoseval.py")):
+            package = cand
+            break
+    if package is None:
+        raise SystemExit(f"no ytvos.py + ytvoseval.py in {official_dir} or its subdirectories")
+    sys.path.insert(0, os.path.dirname(os.path.abspath(package)))
+    import importlib
+    YTVOS = importlib.import_module(os.path.basename(package) + ".ytvos").YTVOS
+    YTVOSeval = importlib.import_module(os.path.basename(package) + ".ytvoseval").YTVOSeval
+    if kind == "official-nogc":
+        gc.disable()
+    timings = {}
+    with contextlib.redirect_stdout(io.StringIO()):
+        tic = time.perf_counter()
+        ytvos_gt = YTVOS(gt_path)
+        dt = ytvos_gt.loadRes(res_path)
+        t_load = time.perf_counter()
+        ev = YTVOSeval(ytvos_gt, dt, "segm")
+        ev.evaluate()
+        t_eval = time.perf_counter()
+        ev.accumulate()
+        ev.summarize()
+        seconds = time.perf_counter() - tic
+    timings = {"load_s": t_load - tic, "evaluate_s": t_eval - t_load, "accumulate_summarize_s": tic + seconds - t_eval}
+    stats = [float(x) for x in ev.stats]
+print(json.dumps({"seconds": seconds, "stats": [float(x) for x in stats], "timings": timings}))
+"""
+
+
+def _timed_run(kind: str, gt_path: str, res_path: str, official_dir: str = "") -> dict:
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", _TIMED_RUN, kind, gt_path, res_path, official_dir],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"timed {kind} run failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def benchmark_against_reference(
     preset: str = "ytvis",
     num_videos: int = 300,
@@ -410,34 +484,49 @@ def benchmark_against_reference(
     copy_prob: float = 0.8,
     keep_category_prob: float = 0.7,
     workdir: Optional[str] = None,
+    repeats: int = 5,
+    reference_repeats: int = 3,
+    official_dir: Optional[str] = None,
 ) -> dict:
-    """Time :func:`local2global.evaluation.ytvis.evaluate_ytvis` against the reference on a random set.
+    """Time :func:`local2global.evaluation.ytvis.evaluate_ytvis` against the reference (and the official code).
 
     The set mimics a trained model's output (720p, 10-36 frames, most predictions near a ground-truth object,
-    compressed RLE), with the object layout of ``BENCHMARK_PRESETS[preset]``. Both evaluators read the same
-    JSON files from ``workdir`` (a temporary directory by default), so both pay the same parsing costs, and both
-    run with Python's cyclic garbage collector paused (as :func:`evaluate_ytvis` does internally), so the
-    ratio measures the algorithms, not GC pauses. The IoU stage alone is timed as well: every same-category
-    (prediction, gt) pair of every video, batched (:func:`~local2global.evaluation.ytvis.video_track_ious`)
-    versus the official per-pair loop (``_iou_seq``).
+    compressed RLE written by ``json.dump``), with the object layout of ``BENCHMARK_PRESETS[preset]``. Every
+    evaluator reads the same JSON files from ``workdir`` (a temporary directory by default) end to end (parsing
+    included), each sample in a fresh interpreter (imports not timed), the variants interleaved
+    (official, ours, reference, official, ours, ...) so that machine drift hits all of them alike; figures are
+    medians. The reference loop runs with the garbage collector paused (as :func:`evaluate_ytvis` does
+    internally). The official youtubevos/cocoapi pipeline (``YTVOS`` + ``loadRes`` + ``YTVOSeval.evaluate /
+    accumulate / summarize``) is timed when ``official_dir`` (default: ``$L2G_YTVOS_OFFICIAL``) holds a copy
+    of it, once as shipped (garbage collector on) and with the collector paused; numpy aliases it uses are
+    restored at run time in its own interpreter, without touching its files. The IoU stage alone is timed as
+    well: the official per-pair loop (``_iou_seq``) over every same-category pair versus the evaluator's
+    bound + candidate-IoU stages.
 
     Returns:
         ``{"fast_s", "reference_s", "ratio", "iou_fast_s", "iou_reference_s", "iou_ratio", "pairs",
-        "max_abs_diff", "stats", "num_predictions"}``; ``max_abs_diff`` is the largest difference over the
-        12 summary numbers.
+        "candidate_pairs", "max_abs_diff", "stats", "num_predictions", "stages_s", "samples_s"}`` and, with the
+        official code, ``"official_s", "official_ratio", "official_nogc_s", "official_nogc_ratio",
+        "official_max_abs_diff", "official_stages_s"``; ``max_abs_diff`` is the largest difference over the 12
+        summary numbers (vs the reference; ``official_max_abs_diff`` vs the official code).
     """
+    import os
+    import statistics
     import tempfile
     import time
     from collections import defaultdict
 
     from .results_io import load_ground_truth, load_predictions
-    from .ytvis import evaluate_ytvis, gc_paused, video_track_ious
+    from .ytvis import STAT_NAMES, gc_paused
 
+    official_dir = official_dir if official_dir is not None else os.environ.get(OFFICIAL_ENV, "")
     gt, results = make_random_ytvis(
         num_videos=num_videos, preds_per_video=preds_per_video, seed=seed, height=height, width=width,
         length_range=length_range, gt_encodings=("rle",), pred_encodings=("rle",), copy_prob=copy_prob,
         keep_category_prob=keep_category_prob, **BENCHMARK_PRESETS[preset],
     )
+    kinds = ["official", "ours", "reference", "official-nogc"] if official_dir else ["ours", "reference"]
+    samples = {k: [] for k in kinds}
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         gt_path, res_path = os.path.join(tmp, "gt.json"), os.path.join(tmp, "results.json")
         with open(gt_path, "w") as f:
@@ -445,14 +534,14 @@ def benchmark_against_reference(
         with open(res_path, "w") as f:
             json.dump(results, f)
         del results
-        tic = time.perf_counter()
-        fast = evaluate_ytvis(gt_path, res_path)
-        fast_s = time.perf_counter() - tic
-        with gc_paused():
-            tic = time.perf_counter()
-            ref = evaluate_ytvis_reference(gt_path, res_path)
-            ref_s = time.perf_counter() - tic
-        # IoU stage only, on the parsed tracks (top-100 cut ignored: every prediction is compared).
+        for r in range(repeats):
+            for kind in kinds:
+                if kind == "reference" and r >= reference_repeats:
+                    continue
+                if kind == "official-nogc" and r >= reference_repeats:
+                    continue
+                samples[kind].append(_timed_run(kind, gt_path, res_path, official_dir))
+        # IoU stage of the official loop, on the parsed tracks (top-100 cut ignored: every pair is compared)
         gt_data = load_ground_truth(gt_path)
         preds = load_predictions(res_path, gt_data)
     by_video = defaultdict(lambda: ([], []))
@@ -464,20 +553,33 @@ def benchmark_against_reference(
         tic = time.perf_counter()
         pairs = 0
         for dts, gts in by_video.values():
-            for cat in {g.category_id for g in gts}:
-                cd = [d for d in dts if d.category_id == cat]
-                cg = [g for g in gts if g.category_id == cat]
-                pairs += len(cd) * len(cg)
-                video_track_ious(cd, cg)
-        iou_fast_s = time.perf_counter() - tic
-        tic = time.perf_counter()
-        for dts, gts in by_video.values():
             for d in dts:
                 for g in gts:
                     if g.category_id == d.category_id:
+                        pairs += 1
                         _iou_seq(d.rles, g.rles)
         iou_ref_s = time.perf_counter() - tic
-    diff = max(abs(fast[k] - ref[k]) for k in REF_STAT_NAMES)
-    return {"preset": preset, "fast_s": fast_s, "reference_s": ref_s, "ratio": ref_s / fast_s,
-            "iou_fast_s": iou_fast_s, "iou_reference_s": iou_ref_s, "iou_ratio": iou_ref_s / iou_fast_s,
-            "pairs": pairs, "max_abs_diff": diff, "stats": fast, "num_predictions": num_videos * preds_per_video}
+
+    def med(kind, key=None):
+        return statistics.median(s["seconds"] if key is None else s["timings"][key] for s in samples[kind])
+
+    ours = samples["ours"][0]
+    stages = {k: med("ours", k) for k, v in ours["timings"].items() if k.endswith("_s")}
+    iou_fast_s = stages["pairs_and_bound_s"] + stages["candidate_iou_s"]
+    fast_s, ref_s = med("ours"), med("reference")
+
+    def max_diff(kind):
+        return max(abs(a - b) for s in samples[kind] for a, b in zip(s["stats"], ours["stats"]))
+
+    out = {"preset": preset, "fast_s": fast_s, "reference_s": ref_s, "ratio": ref_s / fast_s,
+           "iou_fast_s": iou_fast_s, "iou_reference_s": iou_ref_s, "iou_ratio": iou_ref_s / iou_fast_s,
+           "pairs": pairs, "candidate_pairs": int(ours["timings"]["candidate_pairs"]),
+           "max_abs_diff": max_diff("reference"), "stats": dict(zip(STAT_NAMES, ours["stats"])),
+           "num_predictions": num_videos * preds_per_video, "stages_s": stages,
+           "samples_s": {k: [s["seconds"] for s in v] for k, v in samples.items()}}
+    if official_dir:
+        out.update({"official_s": med("official"), "official_ratio": med("official") / fast_s,
+                    "official_nogc_s": med("official-nogc"), "official_nogc_ratio": med("official-nogc") / fast_s,
+                    "official_max_abs_diff": max(max_diff("official"), max_diff("official-nogc")),
+                    "official_stages_s": {k: med("official", k) for k in samples["official"][0]["timings"]}})
+    return out

@@ -37,7 +37,8 @@ from dataclasses import dataclass, field
 from collections import deque
 from itertools import chain, compress, repeat
 from numbers import Real
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from collections.abc import Sequence
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 from pycocotools import mask as mask_utils
@@ -205,6 +206,8 @@ _RLE_OBJECT_RES = {
     b'{"size": [': re.compile(rb'\{"size": \[' + _INT + rb", " + _INT + rb'\], "counts": "([^"]*)"\}'),
     b'{"size":[': re.compile(rb'\{"size":\[' + _INT + rb"," + _INT + rb'\],"counts":"([^"]*)"\}'),
 }
+#: Lengths of the literal text of each layout: before h, between h and w, between w and the string, after it.
+_RLE_OBJECT_LITERALS = {b'{"size": [': (10, 2, 14, 2), b'{"size":[': (9, 1, 12, 2)}
 #: Any ``"counts": "<RLE string>"`` key-value pair (any JSON whitespace around the colon), for other layouts.
 _COUNTS_RE = re.compile(rb'"counts"[ \t\n\r]*:[ \t\n\r]*"([^"]*)"')
 
@@ -222,21 +225,100 @@ class ResultsSkeleton:
         data: the parsed skeleton.
         whole_objects: True if each cut was a whole RLE object, now the list element ``True``; False if only
             the ``"counts"`` value was cut, now ``"counts": True`` inside the RLE dict.
-        counts: the RLE strings (``bytes``, JSON escapes resolved), in document order (``whole_objects``: inside
-            ``rles``).
-        rles: with ``whole_objects``, the cut RLE objects as dicts ``{"size": [h, w], "counts": bytes}`` (one
-            shared ``size`` list per distinct size), in document order.
-        areas: with ``whole_objects``, ``(C,)`` int64 pixel areas of ``rles``.
+        counts: without ``whole_objects``, the RLE strings (``bytes``, JSON escapes resolved), in document order.
+        rles: with ``whole_objects``, the C cut RLE objects (:class:`CutRLEs`, read from the file on demand).
+        areas: with ``whole_objects``, ``(C,)`` int64 pixel areas of ``rles`` (measured while cutting).
         size_index, sizes: with ``whole_objects``, ``(C,)`` index of each cut's ``(h, w)`` into ``sizes``.
     """
 
     data: Any
     whole_objects: bool
     counts: Optional[List[bytes]] = None
-    rles: Optional[List[dict]] = None
+    rles: Optional["CutRLEs"] = None
     areas: Optional[np.ndarray] = None
     size_index: Optional[np.ndarray] = None
     sizes: Optional[List[Tuple[int, int]]] = None
+
+
+class CutRLEs(Sequence):
+    """The RLE objects cut out of a memory-mapped results file, materialised on demand.
+
+    Only their positions are kept (``(C,)`` offset and length of each raw string in the file, and whether it
+    holds an escaped backslash), so the strings of a large file do not have to stay in memory; the few that the
+    IoU stage reads are sliced again from the map. Item ``k`` is ``{"size": [h, w], "counts": bytes}`` (one
+    shared ``size`` list per distinct size).
+    """
+
+    def __init__(self, buf, offsets: np.ndarray, lengths: np.ndarray, escaped: np.ndarray, size_index: np.ndarray,
+                 sizes: List[Tuple[int, int]]):
+        self.buf, self.offsets, self.lengths, self.escaped = buf, offsets, lengths, escaped
+        self.size_index = size_index
+        self._size_lists = [[h, w] for h, w in sizes]
+
+    def __len__(self) -> int:
+        return int(self.offsets.size)
+
+    def counts(self, index: Sequence[int]) -> List[bytes]:
+        """The strings of the cuts ``index`` (escapes resolved)."""
+        index = np.asarray(index, dtype=np.int64)
+        buf = self.buf
+        out = [buf[o:o + n] for o, n in zip(self.offsets[index].tolist(), self.lengths[index].tolist())]
+        for j in np.flatnonzero(self.escaped[index]).tolist():
+            out[j] = out[j].replace(b"\\\\", b"\\")
+        return out
+
+    def __getitem__(self, k):
+        if isinstance(k, slice):
+            return [self[j] for j in range(*k.indices(len(self)))]
+        k = int(k)
+        if k < 0:
+            k += len(self)
+        return {"size": self._size_lists[int(self.size_index[k])], "counts": self.counts([k])[0]}
+
+
+class FrameRLEs(Sequence):
+    """The RLEs of a results file's present frames in frame order: cut objects (:class:`CutRLEs`) and, where a frame
+    was not cut (another layout or encoding), its own dict.
+
+    Attributes:
+        cut_index: ``(R,)`` int64 index into ``cut`` of each RLE, -1 where it is in ``others``.
+        others: ``{rle index: dict}`` of the RLEs that were not cut.
+    """
+
+    def __init__(self, cut: Optional[CutRLEs], cut_index: np.ndarray, others: Dict[int, dict]):
+        self.cut, self.cut_index, self.others = cut, cut_index, others
+
+    def __len__(self) -> int:
+        return int(self.cut_index.size)
+
+    def counts(self, index: Sequence[int]) -> list:
+        """The ``counts`` of the RLEs ``index`` (bytes or str)."""
+        index = np.asarray(index, dtype=np.int64)
+        ci = self.cut_index[index]
+        out = [None] * index.size
+        from_cut = np.flatnonzero(ci >= 0)
+        if from_cut.size:
+            for j, c in zip(from_cut.tolist(), self.cut.counts(ci[from_cut])):
+                out[j] = c
+        for j in np.flatnonzero(ci < 0).tolist():
+            out[j] = self.others[int(index[j])]["counts"]
+        return out
+
+    def __getitem__(self, k):
+        if isinstance(k, slice):
+            return [self[j] for j in range(*k.indices(len(self)))]
+        k = int(k)
+        if k < 0:
+            k += len(self)
+        c = int(self.cut_index[k])
+        return self.cut[c] if c >= 0 else self.others[k]
+
+
+def rle_counts(rles: Sequence[dict], index: Sequence[int]) -> list:
+    """``[rles[j]["counts"] for j in index]``, read in bulk when ``rles`` is lazy (:class:`FrameRLEs`)."""
+    if isinstance(rles, FrameRLEs):
+        return rles.counts(index)
+    return [rles[j]["counts"] for j in (index.tolist() if isinstance(index, np.ndarray) else index)]
 
 
 def parse_results_skeleton(path: str) -> Optional[ResultsSkeleton]:
@@ -271,15 +353,15 @@ def parse_results_skeleton(path: str) -> Optional[ResultsSkeleton]:
     if orjson is None or not os.path.isfile(path):
         return None
     try:
-        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-            head = buf[: 1 << 20]
-            found = [(head.find(prefix), prefix) for prefix in _RLE_OBJECT_RES if head.find(prefix) >= 0]
-            if found:
-                out = _cut_rle_objects(buf, min(found)[1])
-            else:
-                out = _cut_counts(buf)
+        with open(path, "rb") as f:
+            buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
     except (OSError, ValueError):  # e.g. an empty file cannot be mapped
         return None
+    head = buf[: 1 << 20]
+    found = [(head.find(prefix), prefix) for prefix in _RLE_OBJECT_RES if head.find(prefix) >= 0]
+    out = _cut_rle_objects(buf, min(found)[1]) if found else _cut_counts(buf)
+    if out is None or not found:
+        buf.close()  # else the cut RLEs keep reading from it (closed when they are freed)
     if out is None:
         return None
     skeleton, cut = out
@@ -318,11 +400,16 @@ def _cut_counts(buf) -> Optional[Tuple[bytes, ResultsSkeleton]]:
 
 
 def _cut_rle_objects(buf, prefix: bytes) -> Optional[Tuple[bytes, ResultsSkeleton]]:
-    """Skeleton text and cuts with whole RLE objects (layout of ``prefix``) replaced by ``true``, in chunks."""
+    """Skeleton text and cuts with whole RLE objects (layout of ``prefix``) replaced by ``true``, in chunks.
+
+    Each chunk's strings are measured (pycocotools ``area``) and their positions recorded while they are
+    cache-hot; the strings themselves are then dropped (see :class:`CutRLEs`).
+    """
     pattern = _RLE_OBJECT_RES[prefix]
+    lit_h, lit_w, lit_c, lit_end = _RLE_OBJECT_LITERALS[prefix]
     size_of: Dict[Tuple[bytes, bytes], int] = {}
     size_lists: List[List[int]] = []
-    pieces, rles, areas, index = [], [], [], []
+    pieces, areas, index, offsets, lengths, escaped = [], [], [], [], [], []
     pos, n = 0, len(buf)
     view = memoryview(buf)
     try:
@@ -331,10 +418,18 @@ def _cut_rle_objects(buf, prefix: bytes) -> Optional[Tuple[bytes, ResultsSkeleto
             end = n if end < 0 else end
             parts = pattern.split(view[pos:end])
             pieces.append(b"true".join(parts[0::4]))
+            # where each raw string starts in the file: the text before it, plus the literals and digits
+            lens = np.fromiter(map(len, parts), dtype=np.int64, count=len(parts))
+            before, h_len, w_len, c_len = lens[0:-1:4], lens[1::4], lens[2::4], lens[3::4]
+            match_len = lit_h + h_len + lit_w + w_len + lit_c + c_len + lit_end
+            start = pos + np.cumsum(before + match_len) - match_len  # start of each match
+            offsets.append(start + lit_h + h_len + lit_w + w_len + lit_c)
+            lengths.append(c_len)
             counts, heights, widths = parts[3::4], parts[1::4], parts[2::4]
             del parts
             if not _unescape(counts):
                 return None
+            escaped.append(np.fromiter(map(len, counts), dtype=np.int64, count=len(counts)) < c_len)
             if heights and heights.count(heights[0]) == len(heights) and widths.count(widths[0]) == len(widths):
                 keys = [(heights[0], widths[0])]
             else:
@@ -344,23 +439,26 @@ def _cut_rle_objects(buf, prefix: bytes) -> Optional[Tuple[bytes, ResultsSkeleto
                 size_lists.append([int(key[0]), int(key[1])])
             if len(keys) == 1:
                 j = size_of[keys[0]]
-                chunk_rles = [{"size": size, "counts": c} for size, c in zip(repeat(size_lists[j]), counts)]
                 index.append(np.full(len(counts), j, dtype=np.int64))
             else:
-                ids = list(map(size_of.__getitem__, keys))
-                chunk_rles = [{"size": size_lists[j], "counts": c} for j, c in zip(ids, counts)]
-                index.append(np.array(ids, dtype=np.int64))
-            areas.append(batched_area(chunk_rles))
-            rles.extend(chunk_rles)
+                index.append(np.array(list(map(size_of.__getitem__, keys)), dtype=np.int64))
+            # the area does not depend on the declared size
+            areas.append(batched_area([{"size": _UNIT_SIZE, "counts": c} for c in counts]))
+            del counts
             pos = end
     finally:
         view.release()
     skeleton = b"".join(pieces)
-    if skeleton.count(b"true") != len(rles):
+    size_index = np.concatenate(index) if index else np.zeros(0, dtype=np.int64)
+    if skeleton.count(b"true") != size_index.size:
         return None
-    cut = ResultsSkeleton(None, True, rles=rles, areas=np.concatenate(areas).astype(np.int64),
-                          size_index=np.concatenate(index), sizes=[tuple(x) for x in size_lists])
-    return skeleton, cut
+    sizes = [tuple(x) for x in size_lists]
+    rles = CutRLEs(buf, np.concatenate(offsets), np.concatenate(lengths), np.concatenate(escaped), size_index, sizes)
+    return skeleton, ResultsSkeleton(None, True, rles=rles, areas=np.concatenate(areas).astype(np.int64),
+                                     size_index=size_index, sizes=sizes)
+
+
+_UNIT_SIZE = [1, 1]
 
 
 def _is_int(x: Any) -> bool:
@@ -731,7 +829,7 @@ def load_predictions(results: JsonSource, gt: GroundTruth) -> List[Track]:
     tracks = []
     for i in range(len(arr)):
         s0, n = int(arr.start[i]), int(arr.length[i])
-        rles = [arr.rles[j] if j >= 0 else None for j in arr.frame_rle[s0:s0 + n].tolist()]
+        rles = [arr.rles[j] if j >= 0 else None for j in arr.frame_rle[s0:s0 + n].tolist()]  # dicts
         tracks.append(Track(i + 1, int(arr.video_id[i]), int(arr.category_id[i]), float(arr.score[i]), 0, rles,
                             arr.frame_area[s0:s0 + n], float(arr.avg_area[i])))
     return tracks
@@ -796,7 +894,6 @@ def _bulk_prediction_arrays(data: List[Any], name: str, gt: GroundTruth,
             marker = oid == _TRUE_ID
             if not _cut_sizes_match(skeleton, frame_size[marker], distinct):
                 return None
-            marked_rles = skeleton.rles
             check = np.flatnonzero(~(marker | (oid == _NONE_ID)))  # frames still to look at (usually none)
             objs = [flat[i] for i in check.tolist()]
         else:
@@ -842,11 +939,10 @@ def _bulk_prediction_arrays(data: List[Any], name: str, gt: GroundTruth,
         known = np.full(len(flat), -1, dtype=np.int64)
         known[marker] = skeleton.areas  # measured while cutting
     if whole and check.size == 0:
-        rles = marked_rles  # the common case: every present frame is a cut RLE object
+        # the common case: every present frame is a cut RLE object
+        rles = FrameRLEs(skeleton.rles, np.arange(len(skeleton.rles)), {})
     else:
         objs = list(flat)
-        if whole:
-            deque(map(objs.__setitem__, np.flatnonzero(marker).tolist(), marked_rles), maxlen=0)
         if slow.size:
             # other encodings (polygons, uncompressed RLE, falsy values) and irregular dicts: the per-frame
             # converter, in file order (so the first malformed frame of the file is the one reported)
@@ -858,7 +954,16 @@ def _bulk_prediction_arrays(data: List[Any], name: str, gt: GroundTruth,
                 rle = to_compressed_rle(objs[f], gt.videos[vids[i]], where)
                 objs[f] = rle
                 present[f] = rle is not None
-        rles = list(compress(objs, present.tolist()))
+        if whole:
+            # frame order: cut objects at the markers, the others' own dicts
+            cut_index = np.full(len(flat), -1, dtype=np.int64)
+            cut_index[marker] = np.arange(int(np.count_nonzero(marker)))
+            cut_index = cut_index[present]
+            others = {j: objs[f] for j, f in zip(np.flatnonzero(cut_index < 0).tolist(),
+                                                 np.flatnonzero(present & ~marker).tolist())}
+            rles = FrameRLEs(skeleton.rles, cut_index, others)
+        else:
+            rles = list(compress(objs, present.tolist()))
     return _assemble(name, vids, cats, score, lengths, present, rles, known)
 
 

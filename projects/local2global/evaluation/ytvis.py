@@ -73,6 +73,7 @@ from .results_io import (
     load_ground_truth,
     load_json,
     load_prediction_arrays,
+    rle_counts,
     write_results_zip,
 )
 
@@ -445,9 +446,9 @@ class _Matches:
         ug, g_first, g_inv = np.unique(vpos * num_fg + g_frame, return_index=True, return_inverse=True)
         heights = {i: gt.videos[v].height for i, v in enumerate(video_ids.tolist())}
         widths = {i: gt.videos[v].width for i, v in enumerate(video_ids.tolist())}
-        rles = preds.rles
-        d_list = [{"size": [heights[v], widths[v] + 1 + f], "counts": rles[r]["counts"]}
-                  for r, v, f in zip(preds.frame_rle[d_frame].tolist(), vpos.tolist(), g_frame.tolist())]
+        d_counts = rle_counts(preds.rles, preds.frame_rle[d_frame])
+        d_list = [{"size": [heights[v], widths[v] + 1 + f], "counts": c}
+                  for c, v, f in zip(d_counts, vpos.tolist(), g_frame.tolist())]
         g_list = [{"size": [heights[v], widths[v] + 1 + f], "counts": g_rles[f]["counts"]}
                   for f, v in zip(g_frame[g_first].tolist(), vpos[g_first].tolist())]
         videos = np.unique(vpos).tolist() + [np.iinfo(np.int64).max]

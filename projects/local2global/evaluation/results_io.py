@@ -888,13 +888,14 @@ def _bulk_prediction_arrays(data: List[Any], name: str, gt: GroundTruth,
         key_index = {k: j for j, k in enumerate(distinct)}
         pred_size = np.fromiter((key_index[size_key[v]] for v in vids), dtype=np.int64, count=n)
         flat = list(chain.from_iterable(segl))
-        frame_size = np.repeat(pred_size, lengths)
+        # (frame arrays stay small: fresh memory is slow to touch on some machines)
+        frame_size = np.repeat(pred_size.astype(np.int16 if len(distinct) < 1 << 15 else np.int64), lengths)
         if whole:
-            oid = np.fromiter(map(id, flat), dtype=np.int64, count=len(flat))
-            marker = oid == _TRUE_ID
+            marker = np.fromiter(map(operator.is_, flat, repeat(True)), dtype=bool, count=len(flat))
             if not _cut_sizes_match(skeleton, frame_size[marker], distinct):
                 return None
-            check = np.flatnonzero(~(marker | (oid == _NONE_ID)))  # frames still to look at (usually none)
+            absent = np.fromiter(map(operator.is_, flat, repeat(None)), dtype=bool, count=len(flat))
+            check = np.flatnonzero(~(marker | absent))  # frames still to look at (usually none)
             objs = [flat[i] for i in check.tolist()]
         else:
             marker = np.zeros(len(flat), dtype=bool)
@@ -934,10 +935,7 @@ def _bulk_prediction_arrays(data: List[Any], name: str, gt: GroundTruth,
     else:
         present[check] = good
         slow = check[~good]
-    known = None
-    if whole:
-        known = np.full(len(flat), -1, dtype=np.int64)
-        known[marker] = skeleton.areas  # measured while cutting
+    known = (marker, skeleton.areas) if whole else None  # areas measured while cutting
     if whole and check.size == 0:
         # the common case: every present frame is a cut RLE object
         rles = FrameRLEs(skeleton.rles, np.arange(len(skeleton.rles)), {})
@@ -1023,10 +1021,11 @@ def _detailed_prediction_arrays(data: List[Any], name: str, gt: GroundTruth) -> 
 
 
 def _assemble(name: str, vids: Sequence[Any], cats: Sequence[Any], score: np.ndarray, lengths: np.ndarray,
-              present: np.ndarray, rles: List[dict], known_area: Optional[np.ndarray] = None) -> PredictionArrays:
+              present: np.ndarray, rles: Sequence[dict], known: Optional[Tuple[np.ndarray, np.ndarray]] = None
+              ) -> PredictionArrays:
     """Frame areas (batched pycocotools ``area`` over every RLE of the file) and the per-prediction sums.
 
-    ``known_area``: ``(F,)`` areas already measured (-1 where not), e.g. while cutting the skeleton.
+    ``known``: ``(frames (F,) bool, their areas)`` already measured, e.g. while cutting the skeleton.
 
     ``avg_area`` follows the official ``loadRes``: the mean of the truthy areas of its own masks (uint32
     areas, float64 mean); 0 when every frame is null or empty. Sums of integers are exact in int64 and in
@@ -1035,24 +1034,24 @@ def _assemble(name: str, vids: Sequence[Any], cats: Sequence[Any], score: np.nda
     n = len(vids)
     lengths = np.asarray(lengths, dtype=np.int64)
     frame_area = np.zeros(present.size, dtype=np.int64)
-    if known_area is None:
+    frame_rle = np.cumsum(present, dtype=np.int64)
+    frame_rle -= 1
+    frame_rle[~present] = -1  # frame -> index into rles
+    if known is None:
         frame_area[present] = batched_area(rles)
     else:
-        todo = present & (known_area < 0)
-        frame_area[present] = known_area[present]
+        known_frames, known_areas = known
+        frame_area[known_frames] = known_areas
+        todo = present & ~known_frames
         if todo.any():
-            rle_pos = np.cumsum(present) - 1  # frame -> index into rles
-            todo_rles = [rles[j] for j in rle_pos[todo].tolist()]
-            frame_area[todo] = batched_area(todo_rles)
-    frame_rle = np.full(present.size, -1, dtype=np.int64)
-    frame_rle[present] = np.arange(len(rles))
+            frame_area[todo] = batched_area([rles[j] for j in frame_rle[todo].tolist()])
     starts = np.cumsum(lengths) - lengths
     total = np.zeros(n, dtype=np.int64)
     count = np.zeros(n, dtype=np.int64)
     if frame_area.size:
         nonempty = lengths > 0  # reduceat of an empty segment returns the next element
         total[nonempty] = np.add.reduceat(frame_area, starts[nonempty])
-        count[nonempty] = np.add.reduceat((frame_area > 0).astype(np.int64), starts[nonempty])
+        count[nonempty] = np.add.reduceat(frame_area > 0, starts[nonempty], dtype=np.int64)
     avg = np.divide(total.astype(np.float64), count, out=np.zeros(n), where=count > 0)
     return PredictionArrays(
         name=name,

@@ -69,14 +69,17 @@ def render_eval(rec: dict) -> str:
     lines.append("")
     lines.append("Stages (medians, s): the evaluator's, and the official code's where measured.")
     lines.append("")
-    stage_names = ["load_gt_s", "load_results_s", "pairs_and_bound_s", "candidate_iou_s", "matching_s", "accumulate_s"]
-    lines.append("| preset | gt | results (parse, validate, areas) | pairs + IoU bound | candidate IoUs | matching | "
-                 "accumulate + summarize |" + (" official loadRes (+gt) | official evaluate | official accumulate + "
-                                             "summarize |" if official else ""))
-    lines.append("|---|" + "---:|" * (6 + (3 if official else 0)))
+    stage_names = ["load_gt_s", "load_results_s", "results_regex_s", "results_rle_area_s", "pairs_and_bound_s",
+                   "candidate_iou_s", "candidate_iou_pycocotools_s", "matching_s", "accumulate_s"]
+    lines.append("| preset | gt | results (parse, validate, areas) | of which: regex pass | of which: pycocotools area | "
+                 "pairs + IoU bound | candidate IoUs | of which: pycocotools iou | matching | accumulate + summarize | "
+                 "IoU stage: official per-pair loop, all same-category pairs |"
+                 + (" official loadRes (+gt) | official evaluate | official accumulate + summarize |" if official else ""))
+    lines.append("|---|" + "---:|" * (10 + (3 if official else 0)))
     for preset, r in presets.items():
         st = r.get("stages_s", {})
-        row = f"| {preset} | " + " | ".join(f"{st.get(k, float('nan')):.3f}" for k in stage_names) + " |"
+        row = (f"| {preset} | " + " | ".join(f"{st.get(k, float('nan')):.3f}" for k in stage_names)
+               + f" | {r['iou_reference_s']:.2f} ({r['iou_ratio']:.0f}× the bound + candidate IoUs) |")
         if official:
             o = r.get("official_stages_s", {})
             row += " " + " | ".join(f"{o.get(k, float('nan')):.2f}" for k in ("load_s", "evaluate_s",
@@ -87,9 +90,26 @@ def render_eval(rec: dict) -> str:
                  "presets: `ytvis` = 1-5 objects of 40 categories per video, `crowded` = 4-10 objects of 2 categories "
                  "per video. `pairs with IoU computed` = same-category pairs the exact area bound could not rule out. "
                  f"1-min load average {figures.get('load_before', float('nan')):.1f} before / "
-                 f"{figures.get('load_after', float('nan')):.1f} after the run: another job was using the second core, "
-                 "so absolute times are noisy.)")
+                 f"{figures.get('load_after', float('nan')):.1f} after the run on this 2-core machine: other jobs (training "
+                 "runs) shared it, so absolute times are noisy; the interleaving keeps the ratios fair.)")
     if official:
+        worst = min(presets.values(), key=lambda r: r["official_ratio"])
+        met = all(r["official_ratio"] >= 10 for r in presets.values())
+        lines.append("")
+        ratios = ", ".join(f"{p} {r['official_ratio']:.1f}×" for p, r in presets.items())
+        st = worst["stages_s"]
+        kernels = st.get("results_regex_s", 0) + st.get("results_rle_area_s", 0) + st.get("candidate_iou_pycocotools_s", 0)
+        budget = worst["official_s"] / 10
+        lines.append(
+            f"**Target (>= 10× the official pipeline end to end): {'met' if met else 'not met'}** ({ratios}). "
+            f"On `{worst['preset']}`, 10× leaves {budget:.2f} s; the C kernels alone take {kernels:.2f} s of the "
+            f"evaluator's {worst['fast_s']:.2f} s: pycocotools decoding every RLE string once for its area "
+            f"({st.get('results_rle_area_s', float('nan')):.2f} s; every prediction's average area decides its small / "
+            f"medium / large range, so none can be skipped), pycocotools' bounding boxes and run-length walks of the "
+            f"(pair, frame) combinations the exact bound keeps ({st.get('candidate_iou_pycocotools_s', float('nan')):.2f} s), "
+            f"and the one regex pass over the results file ({st.get('results_regex_s', float('nan')):.2f} s). The rest "
+            "is Python / numpy bookkeeping (skeleton parse, bulk validation, pairs, matching, accumulate) and freeing "
+            "memory.")
         lines.append("")
         lines.append("Samples (s): " + "; ".join(
             f"{p} " + ", ".join(f"{k} [{' '.join(f'{x:.2f}' for x in v)}]" for k, v in r["samples_s"].items())

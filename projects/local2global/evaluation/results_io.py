@@ -32,6 +32,7 @@ import operator
 import os
 import re
 import tempfile
+import time
 import zipfile
 from dataclasses import dataclass, field
 from collections import deque
@@ -321,7 +322,7 @@ def rle_counts(rles: Sequence[dict], index: Sequence[int]) -> list:
     return [rles[j]["counts"] for j in (index.tolist() if isinstance(index, np.ndarray) else index)]
 
 
-def parse_results_skeleton(path: str) -> Optional[ResultsSkeleton]:
+def parse_results_skeleton(path: str, timings: Optional[dict] = None) -> Optional[ResultsSkeleton]:
     """Parse a results file with its RLE strings cut out by regex passes and the rest parsed by orjson.
 
     A results file is ~90% RLE ``counts`` strings. Building one Python ``str`` per string (json / orjson), then
@@ -359,7 +360,7 @@ def parse_results_skeleton(path: str) -> Optional[ResultsSkeleton]:
         return None
     head = buf[: 1 << 20]
     found = [(head.find(prefix), prefix) for prefix in _RLE_OBJECT_RES if head.find(prefix) >= 0]
-    out = _cut_rle_objects(buf, min(found)[1]) if found else _cut_counts(buf)
+    out = _cut_rle_objects(buf, min(found)[1], timings) if found else _cut_counts(buf)
     if out is None or not found:
         buf.close()  # else the cut RLEs keep reading from it (closed when they are freed)
     if out is None:
@@ -399,12 +400,14 @@ def _cut_counts(buf) -> Optional[Tuple[bytes, ResultsSkeleton]]:
     return skeleton, ResultsSkeleton(None, False, counts=counts)
 
 
-def _cut_rle_objects(buf, prefix: bytes) -> Optional[Tuple[bytes, ResultsSkeleton]]:
+def _cut_rle_objects(buf, prefix: bytes, timings: Optional[dict] = None) -> Optional[Tuple[bytes, ResultsSkeleton]]:
     """Skeleton text and cuts with whole RLE objects (layout of ``prefix``) replaced by ``true``, in chunks.
 
     Each chunk's strings are measured (pycocotools ``area``) and their positions recorded while they are
-    cache-hot; the strings themselves are then dropped (see :class:`CutRLEs`).
+    cache-hot; the strings themselves are then dropped (see :class:`CutRLEs`). ``timings`` (if given) receives
+    the time of the regex passes and of the pycocotools area calls (``results_regex_s``, ``results_rle_area_s``).
     """
+    regex_s = area_s = 0.0
     pattern = _RLE_OBJECT_RES[prefix]
     lit_h, lit_w, lit_c, lit_end = _RLE_OBJECT_LITERALS[prefix]
     size_of: Dict[Tuple[bytes, bytes], int] = {}
@@ -416,7 +419,9 @@ def _cut_rle_objects(buf, prefix: bytes) -> Optional[Tuple[bytes, ResultsSkeleto
         while pos < n:
             end = n if pos + _CHUNK_BYTES >= n else buf.find(prefix, pos + _CHUNK_BYTES)
             end = n if end < 0 else end
+            tic = time.perf_counter()
             parts = pattern.split(view[pos:end])
+            regex_s += time.perf_counter() - tic
             pieces.append(b"true".join(parts[0::4]))
             # where each raw string starts in the file: the text before it, plus the literals and digits
             lens = np.fromiter(map(len, parts), dtype=np.int64, count=len(parts))
@@ -443,11 +448,17 @@ def _cut_rle_objects(buf, prefix: bytes) -> Optional[Tuple[bytes, ResultsSkeleto
             else:
                 index.append(np.array(list(map(size_of.__getitem__, keys)), dtype=np.int64))
             # the area does not depend on the declared size
-            areas.append(batched_area([{"size": _UNIT_SIZE, "counts": c} for c in counts]))
+            chunk_rles = [{"size": _UNIT_SIZE, "counts": c} for c in counts]
+            tic = time.perf_counter()
+            areas.append(batched_area(chunk_rles))
+            area_s += time.perf_counter() - tic
+            del chunk_rles
             del counts
             pos = end
     finally:
         view.release()
+    if timings is not None:
+        timings["results_regex_s"], timings["results_rle_area_s"] = regex_s, area_s
     skeleton = b"".join(pieces)
     size_index = np.concatenate(index) if index else np.zeros(0, dtype=np.int64)
     if skeleton.count(b"true") != size_index.size:
@@ -768,7 +779,7 @@ class PredictionArrays:
         return int(self.video_id.size)
 
 
-def load_prediction_arrays(results: JsonSource, gt: GroundTruth) -> PredictionArrays:
+def load_prediction_arrays(results: JsonSource, gt: GroundTruth, timings: Optional[dict] = None) -> PredictionArrays:
     """Parse and validate a results file (path or list) against a parsed ground truth, as flat arrays.
 
     The common case (a list of well-formed predictions whose frames are ``None`` or compressed RLE dicts of
@@ -784,7 +795,7 @@ def load_prediction_arrays(results: JsonSource, gt: GroundTruth) -> PredictionAr
             size differs from the video's.
     """
     if isinstance(results, (str, os.PathLike)):
-        skeleton = parse_results_skeleton(os.fspath(results))
+        skeleton = parse_results_skeleton(os.fspath(results), timings)
         if skeleton is not None:
             try:
                 if isinstance(skeleton.data, list):

@@ -345,7 +345,7 @@ class _Matches:
         toc = time.perf_counter()
         # ---- exact intersections of the candidate pairs on the frames where both masks are non-empty
         inter = self._intersections(gt, preds, video_ids, num_k, c_d, c_g, c_t, self.d_vpos[pair_d[c_pair]],
-                                    self.d_k[pair_d[c_pair]], c_a, c_b, g_rles)
+                                    self.d_k[pair_d[c_pair]], c_a, c_b, g_rles, timings)
         cand_idx = np.flatnonzero(cand)
         pos = np.full(pair_d.size, -1, dtype=np.int64)
         pos[cand_idx] = np.arange(cand_idx.size)
@@ -429,7 +429,8 @@ class _Matches:
         return hit_t[take], d[hit_e[take]], g[hit_e[take]]
 
     @staticmethod
-    def _intersections(gt, preds, video_ids, num_k, d_frame, g_frame, t, vpos, k, a, b, g_rles) -> np.ndarray:
+    def _intersections(gt, preds, video_ids, num_k, d_frame, g_frame, t, vpos, k, a, b, g_rles,
+                       timings: Optional[dict] = None) -> np.ndarray:
         """``|d_t ∩ g_t|`` of the given pair-frames (sorted by video): one ``pycocotools.mask.iou`` call per video.
 
         pycocotools compares only RLEs of equal size and skips pairs whose boxes do not overlap. Each pair-frame's
@@ -455,10 +456,15 @@ class _Matches:
         g_bounds = np.searchsorted(ug // num_fg, videos).tolist()
         p_bounds = np.searchsorted(vpos, videos).tolist()
         iou = np.empty(d_frame.size)
+        iou_s = 0.0
         for j in range(len(videos) - 1):
             g0, g1, p0, p1 = g_bounds[j], g_bounds[j + 1], p_bounds[j], p_bounds[j + 1]
+            tic = time.perf_counter()
             o = np.asarray(mask_utils.iou(d_list[p0:p1], g_list[g0:g1], np.zeros(g1 - g0, dtype=np.uint8)))
+            iou_s += time.perf_counter() - tic
             iou[p0:p1] = o.reshape(p1 - p0, g1 - g0)[np.arange(p1 - p0), g_inv[p0:p1] - g0]
+        if timings is not None:
+            timings["candidate_iou_pycocotools_s"] = iou_s
         return np.rint(iou * (a + b) / (1.0 + iou))
 
 
@@ -764,7 +770,7 @@ def _evaluate_ytvis(gt, results, long_video_ids, max_dets, timings=None) -> "Ord
         )
     times["load_gt_s"] = time.perf_counter() - tic
     tic = time.perf_counter()
-    preds = load_prediction_arrays(results, gt_data)
+    preds = load_prediction_arrays(results, gt_data, times)
     times["load_results_s"] = time.perf_counter() - tic
     matches = _Matches(gt_data, preds, max_dets, times)
     times["pairs"], times["candidate_pairs"] = matches.num_pairs, matches.num_candidates

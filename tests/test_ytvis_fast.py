@@ -159,7 +159,8 @@ def test_single_candidate_matching_equals_greedy(seed):
     cand_g = rng.integers(0, num_g, num_d)
     has = rng.random(num_d) < 0.7
     ious[np.flatnonzero(has), cand_g[has]] = np.round(rng.uniform(0.5, 1.0, has.sum()), 2)
-    ious[rng.random((num_d, num_g)) < 0.3] *= 1  # values below 0.5 elsewhere play no part
+    low = (ious == 0) & (rng.random((num_d, num_g)) < 0.3)
+    ious[low] = np.round(rng.uniform(0.0, 0.49, low.sum()), 2)  # below 0.5: they play no part
     crowd = rng.random(num_g) < 0.3
     m_d, m_g = np.nonzero(ious >= 0.5)
     t, d, g = _Matches._match_single(m_d, m_g, ious[m_d, m_g], crowd, THRS)

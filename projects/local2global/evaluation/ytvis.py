@@ -266,9 +266,12 @@ class _Matches:
     Attributes (``Nd`` kept predictions, in (video, category, score rank) order; ``G`` gts in file order):
         d_vpos, d_k, d_rank, d_score: ``(Nd,)`` video position, category index, rank within its
             (video, category) (stable score order) and score.
-        tp, fp: ``(A, T, Nd)`` bool true / false positives per area range and threshold (neither = ignored).
+        fp_base: ``(A, Nd)`` bool, the false-positive flag of an unmatched prediction (inside the area range).
+        tp_events, fp_flips: per area range ``(t, d)`` arrays: prediction ``d`` is a true positive at threshold
+            ``t`` (matched to a counted gt); its false-positive flag at ``t`` is not ``fp_base`` (matched, in range).
         g_vpos, g_k: ``(G,)``; g_counted: ``(A, G)`` True where the gt is not ignored (crowd / area range).
         num_pairs, num_candidates: same-category pairs, and pairs whose IoU had to be computed.
+        num_greedy_groups: (video, category) pairs matched by the greedy loop (a prediction with 2+ candidates).
     """
 
     def __init__(self, gt: GroundTruth, preds: PredictionArrays, max_dets: int, timings: Optional[dict] = None):
@@ -324,7 +327,8 @@ class _Matches:
         # (first-touch page faults of large fresh arrays cost more than the arithmetic).
         frames = []
         chunk = 1 << _CHUNK_BITS
-        cuts = np.searchsorted(np.cumsum(pair_len), np.arange(1, int(pair_len.sum()) // chunk + 1) * chunk, side="right")
+        cuts = np.searchsorted(np.cumsum(pair_len), np.arange(1, int(pair_len.sum()) // chunk + 1) * chunk,
+                               side="right")
         bounds = np.unique(np.concatenate([[0], cuts, [pair_d.size]])).tolist()
         for p0, p1 in zip(bounds[:-1], bounds[1:]):
             pf_pair, pf_t = _segments(pair_len[p0:p1])
@@ -668,8 +672,9 @@ class _PrecomputedCOCOeval(COCOeval):
     pycocotools' own.
 
     ``imgIds`` are video ids. Either the arguments of :func:`accumulate_events` (``events``, what the evaluator
-    builds; ``det_mask`` selects a video subset) or pycocotools-style ``evalImgs`` are given. ``summarize`` hard-codes ``maxDets=100`` for the first
-    number (AP); when the cap is not 100 that one number is recomputed the same way on the last maxDets.
+    builds; ``det_mask`` selects a video subset) or pycocotools-style ``evalImgs`` are given. ``summarize``
+    hard-codes ``maxDets=100`` for the first number (AP); when the cap is not 100 that one number is recomputed
+    the same way on the last maxDets.
     """
 
     def __init__(self, video_ids: List[int], category_ids: List[int], max_dets: List[int],

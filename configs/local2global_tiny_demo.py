@@ -12,9 +12,13 @@ training from scratch needs and nothing else (model, losses, data and evaluation
   objects a dozen pixels wide (measured: the same 2500-iteration single-frame warm-up reaches AP 6.4 at 128 px and
   0.1 at 64 px on the held-out videos). The data and the evaluation resolution are unchanged (masks are
   evaluated at the original 64×96);
+* MaskDINO's denoising queries (``dn="seg"``: noisy gt boxes and labels reconstruct their masks, boxes and
+  classes) on the image-mode frame 0 of every training clip, 20 of them (5 groups for the demo's <= 4 objects)
+  instead of R-50's 100: they speed up learning from scratch (measured, same 2400-iteration warm-up: AP 10.3 with,
+  6.9 without on the 24 held-out videos) at a small cost per iteration;
 * AdamW at lr 1e-3 (the fine-tuning lr 5e-5 is far too small from scratch), the drop at 0.8 of the run;
 * ``scripts/run_demo.py`` trains in two stages: a warm-up on single frames (``dataloader.train.mapper.num_frames=1``:
-  MaskDINO image mode, the segmenter learns to segment before it must track), then 3-frame clips from that
+  MaskDINO image mode, the segmenter learns to segment before it must track), then 5-frame clips from that
   checkpoint with the aligner, trajectory and reduced supervision.
 
     python scripts/run_demo.py --output output/demo          # what `make demo` runs
@@ -25,6 +29,10 @@ from .local2global_tiny_synthetic import dataloader, lr_multiplier, model, optim
 model.backbone.stem.norm = "BN"
 model.backbone.stages.norm = "BN"
 model.backbone.freeze_at = 0
+
+model.decoder.dn = "seg"
+model.decoder.dn_num = 20
+model.criterion.set_criterion.dn = "seg"
 
 optimizer.lr = 1e-3
 

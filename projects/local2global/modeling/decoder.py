@@ -392,6 +392,39 @@ class MaskDINODecoder(nn.Module):
         return DecoderOutput(pred_logits=logits, pred_masks=masks, pred_boxes=boxes, hs=stack.hs,
                              hs_prenorm=stack.hs_prenorm, references=stack.references)
 
+    # ------------------------------------------------------------------ denoising
+    def add_dn_queries(self, tgt: Tensor, refpoints_unsig: Tensor, targets: Sequence[Dict[str, Tensor]]
+                       ) -> Tuple[Tensor, Tensor, Optional[Tensor], Optional[Dict]]:
+        """Prepend MaskDINO's denoising queries of ``targets`` to the matching queries.
+
+        Args:
+            tgt: ``(B, N, D)`` matching queries; refpoints_unsig: ``(B, N, 4)`` their reference boxes.
+            targets: per image ``{"labels": (n,), "boxes": (n, 4) normalised cxcywh}``.
+
+        Returns:
+            ``(tgt (B, P+N, D), refpoints_unsig (B, P+N, 4), self_attn_mask, mask_dict)``; the inputs unchanged and
+            ``(None, None)`` when the batch makes no DN query (no object).
+        """
+        dn = prepare_for_dn(targets, self.label_enc, dn_num=self.dn_num, noise_scale=self.noise_scale,
+                            num_classes=self.num_classes, num_queries=tgt.shape[1])
+        if dn is None:
+            return tgt, refpoints_unsig, None, None
+        return (torch.cat([dn.tgt, tgt], dim=1), torch.cat([dn.refpoints_unsig, refpoints_unsig], dim=1),
+                dn.attn_mask, dn.mask_dict)
+
+    @staticmethod
+    def split_dn_queries(out: DecoderOutput, mask_dict: Dict) -> DecoderOutput:
+        """The matching queries' part of an output whose first ``pad_size`` queries were DN queries.
+
+        The DN part goes to ``mask_dict["output_known_lbs_bboxes"]`` (:func:`dn_post_process`); states and
+        references are cut too, so nothing of the DN queries can be propagated to a next frame.
+        """
+        pad = int(mask_dict["pad_size"])
+        logits, masks, boxes = dn_post_process(out.pred_logits, out.pred_masks, out.pred_boxes, mask_dict)
+        return DecoderOutput(pred_logits=logits, pred_masks=masks, pred_boxes=boxes, hs=[h[:, pad:] for h in out.hs],
+                             hs_prenorm=[h[:, pad:] for h in out.hs_prenorm],
+                             references=[r[:, pad:] for r in out.references])
+
     # ------------------------------------------------------------------ image mode
     def initial_queries(self, selected: SelectedQueries, interm_masks: Tensor, batch: int) -> Tuple[Tensor, Tensor]:
         """MaskDINO's decoder initialisation from the selected tokens.
@@ -457,20 +490,13 @@ class MaskDINODecoder(nn.Module):
         if self.dn != "no" and self.training:
             if targets is None:
                 raise ValueError(f"MaskDINODecoder(dn={self.dn!r}) in training needs targets")
-            dn = prepare_for_dn(targets, self.label_enc, dn_num=self.dn_num, noise_scale=self.noise_scale,
-                                num_classes=self.num_classes, num_queries=tgt.shape[1])
-            if dn is not None:
-                mask_dict, attn_mask = dn.mask_dict, dn.attn_mask
-                tgt = torch.cat([dn.tgt, tgt], dim=1)
-                refpoints_unsig = torch.cat([dn.refpoints_unsig, refpoints_unsig], dim=1)
+            tgt, refpoints_unsig, attn_mask, mask_dict = self.add_dn_queries(tgt, refpoints_unsig, targets)
 
         out = self.decode(tgt, refpoints_unsig, bundle, mask_features, self_attn_mask=attn_mask)
         internals["decoder_output"] = out
-        logits, pred_masks, boxes = out.pred_logits, out.pred_masks, out.pred_boxes
         if mask_dict is not None:
-            logits, pred_masks, boxes = dn_post_process(logits, pred_masks, boxes, mask_dict)
-        outputs = DecoderOutput(pred_logits=logits, pred_masks=pred_masks, pred_boxes=boxes, hs=out.hs,
-                                hs_prenorm=out.hs_prenorm, references=out.references).as_criterion_outputs()
+            out = self.split_dn_queries(out, mask_dict)
+        outputs = out.as_criterion_outputs()
         if interm_outputs is not None:
             outputs["interm_outputs"] = interm_outputs
         if return_intermediates:

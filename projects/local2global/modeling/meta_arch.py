@@ -35,8 +35,6 @@ from torch import Tensor, nn
 
 from .box_ops import box_xyxy_to_cxcywh, inverse_sigmoid, mask2box
 from .checkpoint import register_detrex_key_mapping
-from .decoder import DecoderOutput
-from .denoising import dn_post_process, prepare_for_dn
 from .postprocess import FrameInstances, VideoPostprocessor
 
 __all__ = ["Local2Global", "TrackState", "FIRST_FRAME_MODES", "GLOBAL_POS_MODES"]
@@ -234,15 +232,10 @@ class Local2Global(nn.Module):
         refpoints_unsig = inverse_sigmoid(ref_boxes)
         mask_dict = attn_mask = None
         if first and dn_targets is not None and self.training and getattr(dec, "dn", "no") != "no":
-            dn = prepare_for_dn(dn_targets, dec.label_enc, dn_num=dec.dn_num, noise_scale=dec.noise_scale,
-                                num_classes=dec.num_classes, num_queries=tgt.shape[1])
-            if dn is not None:
-                mask_dict, attn_mask = dn.mask_dict, dn.attn_mask
-                tgt = torch.cat([dn.tgt, tgt], dim=1)
-                refpoints_unsig = torch.cat([dn.refpoints_unsig, refpoints_unsig], dim=1)
+            tgt, refpoints_unsig, attn_mask, mask_dict = dec.add_dn_queries(tgt, refpoints_unsig, dn_targets)
         out = dec.decode(tgt, refpoints_unsig, bundle, mask_features, self_attn_mask=attn_mask)
         if mask_dict is not None:
-            out = _drop_dn_queries(out, mask_dict)
+            out = dec.split_dn_queries(out, mask_dict)
             outputs["dn"] = mask_dict
         outputs.update(out.as_criterion_outputs())
         # detrex's mask2box gives a degenerate box for an empty interm mask at t = 0; clamping to [0, 1] (what
@@ -357,16 +350,3 @@ class Local2Global(nn.Module):
             with torch.no_grad():
                 state, inst = self.process_frame(state, frame, output_size, return_instances=True, frame_index=i)
             yield inst
-
-
-def _drop_dn_queries(out: DecoderOutput, mask_dict: Dict) -> DecoderOutput:
-    """The matching queries' part of a decoder output whose first ``pad_size`` queries were DN queries.
-
-    The DN part goes to ``mask_dict["output_known_lbs_bboxes"]`` (:func:`dn_post_process`); states and
-    references are cut too, so nothing of the DN queries is propagated to the next frame.
-    """
-    pad = int(mask_dict["pad_size"])
-    logits, masks, boxes = dn_post_process(out.pred_logits, out.pred_masks, out.pred_boxes, mask_dict)
-    return DecoderOutput(pred_logits=logits, pred_masks=masks, pred_boxes=boxes, hs=[h[:, pad:] for h in out.hs],
-                         hs_prenorm=[h[:, pad:] for h in out.hs_prenorm],
-                         references=[r[:, pad:] for r in out.references])

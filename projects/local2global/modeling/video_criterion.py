@@ -345,17 +345,22 @@ class VideoSetCriterion(nn.Module):
         losses = stage(outputs, "")
         for i, aux in enumerate(outputs.get("aux_outputs", []) or []):
             losses.update(stage(aux, f"_{i}"))
+        use_interm = self.interm_loss and outputs.get("interm_outputs") is not None
+        use_dn = outputs.get("dn") is not None
+        if not (use_interm or use_dn):
+            return losses
+        # image-level terms: the frame's valid instances only
         valid_targets = []
         for tgt in frame_targets:
             keep = _valid(tgt)
             valid_targets.append({k: tgt[k][keep.to(tgt[k].device)] for k in ("labels", "masks", "boxes")})
-        if self.interm_loss and outputs.get("interm_outputs") is not None:
+        if use_interm:
             interm = outputs["interm_outputs"]
             indices = self.matcher(interm, valid_targets, cost=self.match_costs, generator=generator)
             for group in self.losses:
                 terms = crit.get_loss(group, interm, valid_targets, indices, num_masks, generator)
                 losses.update({k + "_interm": v for k, v in terms.items()})
-        if outputs.get("dn") is not None:
+        if use_dn:
             losses.update(self.denoising_losses(outputs, valid_targets, num_masks, generator))
         return losses
 

@@ -68,7 +68,23 @@ class ResultsSkeleton:
     sizes: Optional[List[Tuple[int, int]]] = None
 
 
-class CutRLEs(Sequence):
+class _LazyRLESequence(Sequence):
+    """A read-only sequence whose items are built on access: slices give lists, negative indices count from the end;
+    subclasses define ``__len__`` and ``_item(k)`` for ``0 <= k < len``."""
+
+    def _item(self, k: int) -> dict:
+        raise NotImplementedError
+
+    def __getitem__(self, k):
+        if isinstance(k, slice):
+            return [self._item(j) for j in range(*k.indices(len(self)))]
+        k = int(k)
+        if k < 0:
+            k += len(self)
+        return self._item(k)
+
+
+class CutRLEs(_LazyRLESequence):
     """The RLE objects cut out of a memory-mapped results file, materialised on demand.
 
     Only their positions are kept (``(C,)`` offset and length of each raw string in the file, and whether it
@@ -95,16 +111,11 @@ class CutRLEs(Sequence):
             out[j] = out[j].replace(b"\\\\", b"\\")
         return out
 
-    def __getitem__(self, k):
-        if isinstance(k, slice):
-            return [self[j] for j in range(*k.indices(len(self)))]
-        k = int(k)
-        if k < 0:
-            k += len(self)
+    def _item(self, k: int) -> dict:
         return {"size": self._size_lists[int(self.size_index[k])], "counts": self.counts([k])[0]}
 
 
-class FrameRLEs(Sequence):
+class FrameRLEs(_LazyRLESequence):
     """The RLEs of a results file's present frames in frame order: cut objects (:class:`CutRLEs`) and, where a frame
     was not cut (another layout or encoding), its own dict.
 
@@ -132,12 +143,7 @@ class FrameRLEs(Sequence):
             out[j] = self.others[int(index[j])]["counts"]
         return out
 
-    def __getitem__(self, k):
-        if isinstance(k, slice):
-            return [self[j] for j in range(*k.indices(len(self)))]
-        k = int(k)
-        if k < 0:
-            k += len(self)
+    def _item(self, k: int) -> dict:
         c = int(self.cut_index[k])
         return self.cut[c] if c >= 0 else self.others[k]
 

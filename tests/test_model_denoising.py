@@ -85,3 +85,31 @@ def test_dn_is_training_only():
     clips = [make_clip(2, seed=5)]
     state, out = _frame0_outputs(model, clips)
     assert "dn" not in out and state.queries.shape[1] == model.num_queries
+
+
+def test_loss_keys_do_not_depend_on_which_frames_reduced_supervision_skips(monkeypatch):
+    """Frame 0 carries the DN (and interm) terms; when reduced supervision skips it for every clip the keys must
+    still be there (as zeros), or detectron2's cross-process metric averaging fails under DDP
+    (``KeyError: 'loss_ce_dn'``)."""
+    from local2global.modeling import video_criterion
+
+    model = build(dn_cfg())
+    model.train()
+    clips = [make_clip(3, seed=0), make_clip(3, seed=1, video_id=2)]
+    torch.manual_seed(0)
+    all_frames = model(clips)
+
+    def skip_frame0(num_clips, num_frames, reduced=True, generator=None):
+        keep = torch.ones(num_clips, num_frames, dtype=torch.bool)
+        keep[:, 0] = False
+        return keep
+
+    monkeypatch.setattr(video_criterion, "sample_supervised_frames", skip_frame0)
+    torch.manual_seed(0)
+    skipped = model(clips)
+    assert set(skipped) == set(all_frames)
+    dn_keys = [k for k in skipped if "_dn" in k]
+    assert dn_keys and all(skipped[k].item() == 0.0 for k in dn_keys)
+    assert all(all_frames[k].item() > 0.0 for k in dn_keys)
+    # the frame-1/2 terms are still real losses
+    assert skipped["loss_ce"].item() > 0.0

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .criterion import SetCriterion, reduce_num_instances
+from .criterion import BASE_LOSS_KEYS, SetCriterion, reduce_num_instances
 from .matcher import HungarianMatcher
 
 logger = logging.getLogger(__name__)
@@ -300,6 +300,7 @@ class VideoSetCriterion(nn.Module):
             for k, v in frame_losses.items():
                 totals[k] = totals[k] + v if k in totals else v
 
+        self._fill_missing_image_level_losses(totals, outputs_per_frame)
         self.last_assignment = {
             "slots": slots,
             "first_frame": first_frame,
@@ -401,6 +402,29 @@ class VideoSetCriterion(nn.Module):
         return losses
 
     # ------------------------------------------------------------------ utilities
+    def _fill_missing_image_level_losses(self, totals: Dict[str, torch.Tensor], outputs_per_frame: List[Dict]) -> None:
+        """Zero ``_dn`` / ``_interm`` terms that this iteration could not compute, so every iteration (and every
+        process) reports the same loss keys.
+
+        The DN terms (and, without ``interm_loss_every_frame``, the interm terms) exist only on frame 0; when
+        reduced supervision skips frame 0 for every clip of the batch they would be missing. detectron2's trainer
+        averages the loss dicts of all processes key by key and fails when one process lacks a key (seen: 2-process
+        CPU DDP, ``KeyError: 'loss_ce_dn'``); detrex's image criterion fills zeros for the same reason.
+        """
+        crit = self.set_criterion
+        num_stages = max(len(o.get("aux_outputs", []) or []) for o in outputs_per_frame)
+        expected = []
+        if crit.dn != "no" and any(o.get("dn") is not None for o in outputs_per_frame):
+            groups = [g for g in crit.dn_losses if g in self.losses]
+            for suffix in ["_dn"] + [f"_dn_{i}" for i in range(num_stages)]:
+                expected += [k + suffix for g in groups for k in BASE_LOSS_KEYS[g]]
+        if self.interm_loss and any(o.get("interm_outputs") is not None for o in outputs_per_frame):
+            expected += [k + "_interm" for g in self.losses for k in BASE_LOSS_KEYS[g]]
+        like = outputs_per_frame[-1]["pred_logits"]
+        for k in expected:
+            if k not in totals:
+                totals[k] = like.new_zeros(())
+
     def _weighted(self, losses: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         out = {}
         for k, v in losses.items():

@@ -424,3 +424,15 @@ def test_cli_reports_bad_file_cleanly(tmp_path, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "res.json" in err and "video_id 77" in err and "another dataset" in err
+
+
+def test_cli_module_runs_without_double_import_warning():
+    """``python -m local2global.evaluation.ytvis`` must not find its module pre-imported by the package
+    (runpy's RuntimeWarning; the package imports ``ytvis`` lazily)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-m", "local2global.evaluation.ytvis",
+                           "--help"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "--results" in proc.stdout

@@ -36,6 +36,11 @@ model.criterion.set_criterion.dn = "seg"
 
 optimizer.lr = 1e-3
 
+# batch 8 (4 in the tiny synthetic config): on 2 CPU cores a bigger batch amortises the per-iteration overhead of a
+# tiny model (measured: 31 ms per frame at batch 8 against 37 ms at batch 4), and the less noisy gradients train
+# faster per second (same wall time: AP 26.3 at batch 8 against 20.1 at batch 4 on the 24 held-out videos)
+dataloader.train.total_batch_size = 8
+
 dataloader.train.mapper.augmentations[0].short_edge_length = (112, 128, 144)
 dataloader.train.mapper.augmentations[0].max_size = 256
 dataloader.test.mapper.augmentations[0].short_edge_length = 128

@@ -239,3 +239,37 @@ def test_implementation_switch_and_compiled_hook(monkeypatch):
     finally:
         msda.set_implementation(None)
     assert not kernel_calls
+
+
+@pytest.mark.parametrize("ref_dim", [2, 4])
+def test_blocked_sampling_locations_are_bit_identical_to_broadcasting(ref_dim):
+    layer, shapes, query, _, _, refs = _layer_and_inputs(ref_dim, seed=2)
+    b, n, _ = query.shape
+    offsets = layer.sampling_offsets(query).view(b, n, 4, 3, 2, 2)
+    if ref_dim == 2:
+        wh = torch.stack([shapes[:, 1], shapes[:, 0]], -1)  # int64, as the layer gets it
+        expected = refs[:, :, None, :, None, :] + offsets / wh[None, None, None, :, None, :]
+    else:
+        expected = refs[:, :, None, :, None, :2] + offsets / 2 * refs[:, :, None, :, None, 2:] * 0.5
+    got = layer._sampling_locations(offsets, refs, shapes)
+    assert got.shape == expected.shape == (b, n, 4, 3, 2, 2)
+    assert torch.equal(got, expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+def test_pair_permute_equals_permute_and_has_exact_gradients(dtype):
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 3, 4, 5, 2, generator=gen).to(dtype)
+    dims = (0, 2, 3, 1)
+    expected = x.permute(0, 2, 3, 1, 4).contiguous()
+    got = msda._permute_pairs(x, dims)
+    assert got.is_contiguous() and got.dtype == dtype
+    assert torch.equal(got, expected)
+    assert torch.equal(msda._permute_pairs(x.transpose(1, 2), dims), x.transpose(1, 2).permute(0, 2, 3, 1, 4))
+    # the backward is the inverse permutation, exactly
+    x64 = torch.randn(2, 3, 4, 5, 2, dtype=torch.float64, generator=gen, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: msda._PairPermute.apply(t, dims), (x64,))
+    x32 = x.float().requires_grad_()
+    weight = torch.randn(expected.shape, generator=gen)
+    (msda._PairPermute.apply(x32, dims) * weight).sum().backward()
+    assert torch.equal(x32.grad, weight.permute(0, 3, 1, 2, 4))

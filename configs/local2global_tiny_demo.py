@@ -38,7 +38,8 @@ optimizer.lr = 1e-3
 
 # batch 8 (4 in the tiny synthetic config): on 2 CPU cores a bigger batch amortises the per-iteration overhead of a
 # tiny model (measured on an earlier, faster machine: 31 ms per frame at batch 8 against 37 ms at batch 4), and
-# the less noisy gradients train faster per second (same wall time: AP 26.3 at batch 8 against 20.1 at batch 4 on the 24 held-out videos)
+# the less noisy gradients train faster per second (same wall time: AP 26.3 at batch 8 against 20.1 at batch 4 on
+# the 24 held-out videos)
 dataloader.train.total_batch_size = 8
 
 # one training scale, a multiple of the size divisibility (32): the former (112, 128, 144) choice pads 144 to 160

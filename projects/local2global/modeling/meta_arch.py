@@ -271,14 +271,15 @@ class Local2Global(nn.Module):
         # Per-frame views by ``unbind`` rather than ``x[:, t]`` in the loop: each indexing op's backward would
         # zero-fill a gradient of the whole clip's features (T full-size buffers per tensor).
         mask_features_per_frame = mask_features.unflatten(0, (B, T)).unbind(1)
-        multi_scale_per_frame = list(zip(*(f.unflatten(0, (B, T)).unbind(1) for f in multi_scale)))
+        multi_scale_per_frame = [list(levels) for levels in zip(*(f.unflatten(0, (B, T)).unbind(1)
+                                                                 for f in multi_scale))]
         targets = self.prepare_targets(clips, images)
         state, outputs_per_frame = None, []
         for t in range(T):
             dn_targets = None
             if t == 0:
                 dn_targets = [{k: clip[0][k][clip[0]["valid"]] for k in ("labels", "boxes")} for clip in targets]
-            state, out = self.step(state, list(multi_scale_per_frame[t]), mask_features_per_frame[t],
+            state, out = self.step(state, multi_scale_per_frame[t], mask_features_per_frame[t],
                                    need_interm=(t == 0) or self.interm_loss_every_frame, dn_targets=dn_targets)
             outputs_per_frame.append(out)
         return self.criterion(outputs_per_frame, targets)

@@ -406,7 +406,8 @@ class MultiScaleDeformableAttention(nn.Module):
         nn.init.xavier_uniform_(self.output_proj.weight)
         nn.init.zeros_(self.output_proj.bias)
 
-    def _sampling_locations(self, offsets: Tensor, reference_points: Tensor, spatial_shapes: Tensor) -> Tensor:
+    @staticmethod
+    def _sampling_locations(offsets: Tensor, reference_points: Tensor, spatial_shapes: Tensor) -> Tensor:
         """``(B, Nq, H, L, P, 2)`` normalised sampling locations from the offsets and the references.
 
         Same arithmetic as detrex (``ref + offset / (W_l, H_l)`` for points, ``ref_xy + offset / P * ref_wh *

@@ -393,7 +393,7 @@ class VideoSetCriterion(nn.Module):
             return {}
         device = outputs["pred_logits"].device
         indices, scalar = crit._dn_indices(valid_targets, outputs["dn"], device)
-        groups = [g for g in crit.dn_losses if g in self.losses]
+        groups = self._dn_groups()
         dn_outputs = outputs["dn_outputs"]
         norm = num_masks * scalar
         losses = crit.stage_losses(dn_outputs, valid_targets, indices, norm, "_dn", generator, groups)
@@ -402,6 +402,10 @@ class VideoSetCriterion(nn.Module):
         return losses
 
     # ------------------------------------------------------------------ utilities
+    def _dn_groups(self) -> List[str]:
+        """The loss groups of the denoising terms: the set criterion's ``dn_losses`` this criterion computes."""
+        return [g for g in self.set_criterion.dn_losses if g in self.losses]
+
     def _fill_missing_image_level_losses(self, totals: Dict[str, torch.Tensor], outputs_per_frame: List[Dict]) -> None:
         """Zero ``_dn`` / ``_interm`` terms that this iteration could not compute, so every iteration (and every
         process) reports the same loss keys.
@@ -415,7 +419,7 @@ class VideoSetCriterion(nn.Module):
         num_stages = max(len(o.get("aux_outputs", []) or []) for o in outputs_per_frame)
         expected = []
         if crit.dn != "no" and any(o.get("dn") is not None for o in outputs_per_frame):
-            groups = [g for g in crit.dn_losses if g in self.losses]
+            groups = self._dn_groups()
             for suffix in ["_dn"] + [f"_dn_{i}" for i in range(num_stages)]:
                 expected += [k + suffix for g in groups for k in BASE_LOSS_KEYS[g]]
         if self.interm_loss and any(o.get("interm_outputs") is not None for o in outputs_per_frame):

@@ -22,7 +22,8 @@ training from scratch on 2 CPU cores needs and nothing else (losses, data and ev
   same wall time it also learns faster (scored on 200 held-out videos: first frames AP 14.1 against 11.0 after
   half the demo's budget; whole videos after the full demo, 840 + 272 iterations, AP 14.7 against 11.3 for the
   8-head model after 500 + 280 in about the same time);
-* AdamW at lr 1e-3 (the fine-tuning lr 5e-5 is far too small from scratch), the drop at 0.8 of the run;
+* AdamW at lr 1e-3 (the fine-tuning lr 5e-5 is far too small from scratch), the drop at 0.8 of the run (the
+  demo's clip stage; ``scripts/run_demo.py`` runs its warm-up at a constant lr);
 * ``scripts/run_demo.py`` trains in two stages: a warm-up on single frames (``dataloader.train.mapper.num_frames=1``:
   MaskDINO image mode, the segmenter learns to segment before it must track), then 5-frame clips from that
   checkpoint with the aligner, trajectory and reduced supervision.

@@ -30,7 +30,8 @@ def make_resnet_stages(stage_channels: Sequence[int] = (16, 32, 64, 128), num_bl
     shortcut whenever its in/out widths differ (detectron2's rule).
 
     Args:
-        stage_channels: output channels per stage.
+        stage_channels: output channels per stage; each strided stage (all but the first) must be wider than
+            its input (detectron2's blocks project the shortcut only when the widths differ).
         num_blocks: blocks per stage.
         stem_channels: the stem's output channels (input of the first stage).
         norm: detectron2 norm name (``"FrozenBN"``, ``"BN"``, ``"GN"`` ...).
@@ -48,6 +49,11 @@ def make_resnet_stages(stage_channels: Sequence[int] = (16, 32, 64, 128), num_bl
         if out_channels % bottleneck_ratio:
             raise ValueError(f"stage {idx} width {out_channels} is not divisible by bottleneck_ratio {bottleneck_ratio}")
         first_stride = 1 if idx == 0 else 2
+        if first_stride > 1 and out_channels == in_channels:
+            # detectron2's BottleneckBlock only projects the shortcut when the widths differ, so a strided
+            # block that keeps its width would add a full-resolution identity to a half-resolution output
+            raise ValueError(f"stage {idx} (stride 2) keeps the width {out_channels} of its input: detectron2's "
+                             f"BottleneckBlock has no strided identity shortcut; make it wider than its input")
         stages.append(ResNet.make_stage(
             BottleneckBlock, blocks, stride_per_block=[first_stride] + [1] * (blocks - 1),
             in_channels=in_channels, out_channels=out_channels,

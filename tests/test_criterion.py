@@ -353,3 +353,21 @@ def test_fixture_point_sampled_mode_matches_detrex_statistics(loss_fixture):
     total = sum(criterion.weighted(losses).values()).item()
     assert 298.5 < total < 299.5, total
     assert losses["loss_mask"].item() > out_file["losses_unweighted"]["loss_mask"].item() + 0.05
+
+
+@pytest.mark.parametrize("dn, dn_losses, expected", [
+    ("seg", None, ["loss_bbox_dn", "loss_giou_dn", "loss_ce_dn", "loss_mask_dn", "loss_dice_dn"]),
+    ("standard", None, ["loss_bbox_dn", "loss_giou_dn", "loss_ce_dn"]),
+    ("seg", ("labels",), ["loss_ce_dn"]),
+])
+def test_zero_dn_placeholders_follow_dn_losses(dn, dn_losses, expected):
+    """Without a mask_dict the DN terms are zeros with exactly the keys of ``dn_losses`` (detrex's order)."""
+    g = torch.Generator().manual_seed(5)
+    outputs = {"pred_logits": torch.randn(1, 4, 3, generator=g), "pred_masks": torch.randn(1, 4, 8, 8, generator=g),
+               "pred_boxes": torch.rand(1, 4, 4, generator=g) * 0.4 + 0.3}
+    targets = [{"labels": torch.tensor([1]), "masks": torch.rand(1, 32, 32, generator=g) > 0.5,
+                "boxes": torch.tensor([[0.5, 0.5, 0.2, 0.2]])}]
+    criterion = SetCriterion(3, HungarianMatcher(num_points=None), num_points=None, dn=dn, dn_losses=dn_losses)
+    losses = criterion(outputs, targets)
+    assert [k for k in losses if "_dn" in k] == expected
+    assert all(losses[k].item() == 0.0 for k in expected)

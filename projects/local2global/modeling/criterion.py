@@ -405,10 +405,10 @@ class SetCriterion(nn.Module):
         return indices, scalar
 
     def _dn_zero_losses(self, suffix: str, like: torch.Tensor) -> Dict[str, torch.Tensor]:
-        keys = ["loss_bbox", "loss_giou", "loss_ce"]
-        if self.dn == "seg":
-            keys += ["loss_mask", "loss_dice"]
-        return {k + suffix: like.new_zeros(()) for k in keys}
+        """Zero denoising terms for a batch without DN queries: the keys of ``dn_losses``, in detrex's order
+        (boxes, labels, masks), so that every iteration logs the same keys."""
+        groups = [g for g in ("boxes", "labels", "masks") if g in self.dn_losses]
+        return {k + suffix: like.new_zeros(()) for g in groups for k in BASE_LOSS_KEYS[g]}
 
     # ------------------------------------------------------------------ forward
     def num_instances(self, targets, device) -> float:

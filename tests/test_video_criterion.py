@@ -334,3 +334,25 @@ def test_seeded_criterion_rng_state_roundtrip():
     crit.set_rng_state(state)
     crit(make_outputs(hot), targets)
     assert torch.equal(first, crit.last_assignment["supervised"])
+
+
+def test_dense_targets_resized_once_give_the_same_losses():
+    """Resizing the dense-mode targets once per clip (``_targets_on_grid``) changes no loss, bit for bit."""
+    hot = [[{0: 0, 2: 1}], [{0: 0, 1: 1}], [{0: 0, 3: 1}]]
+    targets = [make_targets([0, 1], [[1, 0], [1, 1], [0, 1]], garbage_when_absent=True)]
+    crit = make_criterion(reduced_supervision=False)
+    on_grid = crit._targets_on_grid(targets, make_outputs(hot))
+    assert on_grid[0][0]["masks"].shape == (2, H_PRED, H_PRED) and on_grid[0][0]["masks"].dtype == torch.float32
+    cached = crit(make_outputs(hot), targets)
+    crit._targets_on_grid = lambda t, o: t  # every stage resizes the full-resolution targets itself
+    full = crit(make_outputs(hot), targets)
+    assert list(cached) == list(full)
+    for key in full:
+        assert torch.equal(cached[key], full[key]), key
+
+
+def test_point_mode_keeps_full_resolution_targets():
+    matcher = HungarianMatcher(num_points=16)
+    crit = VideoSetCriterion(SetCriterion(C, matcher, num_points=16, dec_layers=NUM_AUX), matcher)
+    targets = [make_targets([0], [[1], [1]])]
+    assert crit._targets_on_grid(targets, make_outputs([[{0: 0}], [{0: 0}]])) is targets

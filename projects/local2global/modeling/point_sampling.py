@@ -145,5 +145,9 @@ def resize_masks_to_grid(masks: torch.Tensor, size: Tuple[int, int]) -> torch.Te
     """
     if masks.shape[0] == 0:
         return masks.new_zeros((0, size[0] * size[1]))
+    if tuple(masks.shape[-2:]) == tuple(size):
+        # already on the grid (e.g. resized once per clip by VideoSetCriterion): a same-size bilinear resize
+        # with align_corners=False reads every pixel centre exactly, i.e. it is the identity
+        return masks.flatten(1)
     resized = F.interpolate(masks[:, None], size=tuple(size), mode="bilinear", align_corners=False)
     return resized.flatten(1)

@@ -41,6 +41,7 @@ from torch import nn
 
 from .criterion import BASE_LOSS_KEYS, SetCriterion, reduce_num_instances
 from .matcher import HungarianMatcher
+from .point_sampling import resize_masks_to_grid
 
 logger = logging.getLogger(__name__)
 
@@ -274,6 +275,7 @@ class VideoSetCriterion(nn.Module):
         """
         num_frames, num_clips = len(outputs_per_frame), len(targets)
         self._check_targets(targets, num_frames)
+        targets = self._targets_on_grid(targets, outputs_per_frame)
         gen = self.resolve_generator(generator)
         device = outputs_per_frame[-1]["pred_logits"].device
 
@@ -308,6 +310,35 @@ class VideoSetCriterion(nn.Module):
             "num_masks": num_masks,
         }
         return self._weighted(totals)
+
+    def _targets_on_grid(self, targets: List[List[Dict[str, torch.Tensor]]], outputs_per_frame: List[Dict]
+                         ) -> List[List[Dict[str, torch.Tensor]]]:
+        """Dense mode: every target mask resized once to the prediction grid.
+
+        In dense mode (``num_points=None`` in both the criterion and the matcher) every stage's match and mask
+        loss reads the targets bilinearly at the pixel centres of the (shared) prediction grid. Doing that once
+        per clip instead of once per (stage, frame, image) gives the same numbers (a same-size resize is the
+        identity) and removes most of the criterion's cost on a CPU: indexing, converting and resizing the
+        full-resolution masks ~10 times per frame (measured back to back on a 2-core CPU: 100 -> 63 ms per
+        criterion call of the demo's warm-up step, the whole step 4% faster, a clip step 2%). Point mode needs
+        the full-resolution masks and keeps them.
+        """
+        if self.set_criterion.num_points is not None or self.matcher.num_points is not None:
+            return targets
+        grids = {tuple(out["pred_masks"].shape[-2:]) for out in outputs_per_frame}
+        if len(grids) != 1:
+            return targets
+        grid = grids.pop()
+        dtype = outputs_per_frame[0]["pred_masks"].dtype
+        resized = []
+        for clip in targets:
+            frames = []
+            for tgt in clip:
+                masks = tgt["masks"]
+                on_grid = resize_masks_to_grid(masks.to(dtype), grid).view(masks.shape[0], *grid)
+                frames.append({**tgt, "masks": on_grid})
+            resized.append(frames)
+        return resized
 
     def frame_losses(
         self,

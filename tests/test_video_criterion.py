@@ -356,3 +356,11 @@ def test_point_mode_keeps_full_resolution_targets():
     crit = VideoSetCriterion(SetCriterion(C, matcher, num_points=16, dec_layers=NUM_AUX), matcher)
     targets = [make_targets([0], [[1], [1]])]
     assert crit._targets_on_grid(targets, make_outputs([[{0: 0}], [{0: 0}]])) is targets
+
+
+def test_stages_on_different_grids_keep_full_resolution_targets():
+    hot = [[{0: 0}], [{0: 0}]]
+    outputs = make_outputs(hot)
+    outputs[1]["aux_outputs"][0]["pred_masks"] = torch.zeros(1, N, 2 * H_PRED, 2 * H_PRED)
+    targets = [make_targets([0], [[1], [1]])]
+    assert make_criterion()._targets_on_grid(targets, outputs) is targets

@@ -318,15 +318,15 @@ class VideoSetCriterion(nn.Module):
         In dense mode (``num_points=None`` in both the criterion and the matcher) every stage's match and mask
         loss reads the targets bilinearly at the pixel centres of the (shared) prediction grid. Doing that once
         per clip instead of once per (stage, frame, image) gives the same numbers (a same-size resize is the
-        identity) and removes most of the criterion's cost on a CPU: indexing, converting and resizing the
+        identity) and removes about a third of the criterion's cost on a CPU: indexing, converting and resizing the
         full-resolution masks ~10 times per frame (measured back to back on a 2-core CPU: 100 -> 63 ms per
         criterion call of the demo's warm-up step, the whole step 4% faster, a clip step 2%). Point mode needs
         the full-resolution masks and keeps them.
         """
         if self.set_criterion.num_points is not None or self.matcher.num_points is not None:
             return targets
-        grids = {tuple(out["pred_masks"].shape[-2:]) for out in outputs_per_frame}
-        if len(grids) != 1:
+        grids = {tuple(m.shape[-2:]) for m in _all_pred_masks(outputs_per_frame)}
+        if len(grids) != 1:  # stages on different grids: each resizes the full-resolution targets itself
             return targets
         grid = grids.pop()
         dtype = outputs_per_frame[0]["pred_masks"].dtype
@@ -488,6 +488,21 @@ class VideoSetCriterion(nn.Module):
             f"reduced_supervision={self.reduced_supervision}, absent_as_no_object={self.absent_as_no_object}, "
             f"interm_loss={self.interm_loss}, box_loss={self.box_loss}"
         )
+
+
+def _all_pred_masks(tree) -> List[torch.Tensor]:
+    """Every ``pred_masks`` tensor in nested frame outputs (final, aux, interm and denoising stages)."""
+    found = []
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            if key == "pred_masks" and isinstance(value, torch.Tensor):
+                found.append(value)
+            else:
+                found.extend(_all_pred_masks(value))
+    elif isinstance(tree, (list, tuple)):
+        for value in tree:
+            found.extend(_all_pred_masks(value))
+    return found
 
 
 def _valid(target: Dict[str, torch.Tensor]) -> torch.Tensor:

@@ -23,11 +23,11 @@ training from scratch on 2 CPU cores needs and nothing else (losses, data and ev
   half the demo's budget; whole videos after the full demo, 840 + 272 iterations, AP 14.7 against 11.3 for the
   8-head model after 500 + 280 in about the same time);
 * the segmentation decoder has 2 layers instead of 3: training from scratch on a CPU is limited by the number of
-  iterations, not by depth (at equal wall time a 160-px input, a 2e-3 lr or a wider backbone all scored lower), and
-  one layer less makes a warm-up step ~12% cheaper (decoder and its matched loss stage); at the same time budget
-  (770 + 245 iterations instead of 680 + 220) it scored AP 28.0 against 24.7 on the demo's 24 held-out videos and,
-  on 200 held-out videos, 30.1 / 22.6 / 19.0 against 25.6 / 19.4 / 16.7 (first frame / first 8 frames / whole
-  videos);
+  iterations, not by depth (at equal wall time a 160-px input or a 2e-3 lr scored lower, a wider backbone no
+  better), and one layer less makes a warm-up step ~12% cheaper (decoder and its matched loss stage); at the same
+  time budget (770 + 245 iterations instead of 680 + 220) it scored AP 28.0 against 24.7 on the demo's 24 held-out
+  videos and, on 200 held-out videos, 30.1 / 22.6 / 19.0 against 25.6 / 19.4 / 16.7 (first frame / first 8 frames
+  / whole videos); one layer was too few (whole videos 15.4);
 * AdamW at lr 1e-3 (the fine-tuning lr 5e-5 is far too small from scratch), the drop at 0.8 of the run (the
   demo's clip stage; ``scripts/run_demo.py`` runs its warm-up at a constant lr);
 * ``scripts/run_demo.py`` trains in two stages: a warm-up on single frames (``dataloader.train.mapper.num_frames=1``:

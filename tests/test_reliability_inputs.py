@@ -15,13 +15,12 @@ import hashlib
 import json
 import logging
 import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 import torch
+from script_runner import run_script as run
 
 pytestmark = pytest.mark.timeout(400)
 
@@ -44,20 +43,9 @@ SITECUSTOMIZE = textwrap.dedent('''
 
 
 @pytest.fixture(scope="module")
-def synthetic_root(tmp_path_factory):
+def synthetic_root(tiny_synthetic_root):
     pytest.importorskip("local2global.modeling.decoder")
-    from local2global.data.synthetic import ensure_synthetic_vis
-
-    root = tmp_path_factory.mktemp("syn") / "synthetic_vis"
-    ensure_synthetic_vis(str(root), num_train=2, num_valid=2, min_length=4, max_length=5, num_long=0)
-    return root
-
-
-def run(script, args, root, env_extra=None, timeout=300):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("L2G_FAULT_")}
-    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", L2G_SYNTHETIC_ROOT=str(root), **(env_extra or {}))
-    return subprocess.run([sys.executable, str(REPO / "scripts" / script)] + list(args), cwd=REPO, env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout)
+    return tiny_synthetic_root
 
 
 def snapshot(folder):

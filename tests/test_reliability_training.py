@@ -8,42 +8,30 @@ Faults are injected with the ``L2G_FAULT_*`` environment variables of :mod:`loca
 
 import json
 import os
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
+from script_runner import run_script
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[1]
 CONFIG = "configs/local2global_tiny_synthetic.py"
 # 6 iterations of 2 clips, a checkpoint after iterations 1, 3 and 5, no evaluation (faster; losses compared)
 RUN = ["train.device=cpu", "dataloader.train.total_batch_size=2", "train.log_period=1", "train.seed=0",
        "train.max_iter=6", "train.checkpointer.period=2", "train.checkpointer.max_to_keep=10",
        "dataloader.evaluator=null"]
-FAULT_VARS = [k for k in os.environ if k.startswith("L2G_FAULT_")]
 NONDETERMINISTIC = {"time", "data_time", "rank_data_time", "eta_seconds"}
 
 
 @pytest.fixture(scope="module")
-def synthetic_root(tmp_path_factory):
+def synthetic_root(tiny_synthetic_root):
     pytest.importorskip("local2global.modeling.decoder")
-    from local2global.data.synthetic import ensure_synthetic_vis
-
-    root = tmp_path_factory.mktemp("syn") / "synthetic_vis"
-    ensure_synthetic_vis(str(root), num_train=4, num_valid=2, min_length=4, max_length=6, num_long=0)
-    return root
+    return tiny_synthetic_root
 
 
 def train_net(args, root, faults=None, timeout=300):
-    env = {k: v for k, v in os.environ.items() if k not in FAULT_VARS}
-    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", L2G_SYNTHETIC_ROOT=str(root), **(faults or {}))
-    return subprocess.run([sys.executable, str(REPO / "scripts" / "train_net.py"), "--config-file", CONFIG]
-                          + list(args), cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True, timeout=timeout)
+    return run_script("train_net.py", ["--config-file", CONFIG] + list(args), root, faults, timeout)
 
 
 def ok(proc):

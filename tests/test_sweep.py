@@ -115,14 +115,11 @@ def test_main_rejects_bad_override_before_running(sweep, tmp_path, monkeypatch):
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_real_two_run_grid_on_the_tiny_config(sweep, tmp_path, monkeypatch):
+def test_real_two_run_grid_on_the_tiny_config(sweep, tmp_path, monkeypatch, tiny_synthetic_root):
     pytest.importorskip("local2global.modeling.decoder")
     pytest.importorskip("local2global.data.build")
-    monkeypatch.setenv("L2G_SYNTHETIC_ROOT", str(tmp_path / "syn"))
+    monkeypatch.setenv("L2G_SYNTHETIC_ROOT", str(tiny_synthetic_root))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    from local2global.data.synthetic import ensure_synthetic_vis
-
-    ensure_synthetic_vis(str(tmp_path / "syn"), num_train=4, num_valid=2, min_length=4, max_length=6, num_long=0)
     out = tmp_path / "sweep"
     argv = ["--grid", "model.criterion.reduced_supervision=true,false", "--config-file",
             "configs/local2global_tiny_synthetic.py", "--out", str(out), "train.max_iter=1", "train.device=cpu",

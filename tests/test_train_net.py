@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from script_runner import run_script
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -24,19 +25,13 @@ def _need_model_and_data():
 
 
 @pytest.fixture(scope="module")
-def synthetic_root(tmp_path_factory):
+def synthetic_root(tiny_synthetic_root):
     _need_model_and_data()
-    from local2global.data.synthetic import ensure_synthetic_vis
-
-    root = tmp_path_factory.mktemp("syn") / "synthetic_vis"
-    ensure_synthetic_vis(str(root), num_train=4, num_valid=2, min_length=4, max_length=6, num_long=0)
-    return root
+    return tiny_synthetic_root
 
 
 def train_net(args, synthetic_root, check=True, timeout=800):
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", L2G_SYNTHETIC_ROOT=str(synthetic_root))
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "train_net.py")] + list(args), cwd=REPO, env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout)
+    proc = run_script("train_net.py", args, synthetic_root, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"train_net.py exited {proc.returncode}:\n{proc.stdout[-6000:]}")
     return proc

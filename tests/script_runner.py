@@ -1,0 +1,23 @@
+"""Run one of ``scripts/*.py`` in a subprocess the way the script tests need it (imported by those tests).
+
+One thread per process (the tests run beside each other on a few cores), the test dataset given through
+``$L2G_SYNTHETIC_ROOT`` and no ``L2G_FAULT_*`` variable inherited from the caller's environment, so that a fault
+is injected only where a test asks for it.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, Optional, Sequence
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_script(script: str, args: Sequence[str], synthetic_root, env_extra: Optional[Dict[str, str]] = None,
+               timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run ``scripts/<script>`` with ``args`` from the repository root; stdout and stderr together in ``.stdout``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("L2G_FAULT_")}
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", L2G_SYNTHETIC_ROOT=str(synthetic_root), **(env_extra or {}))
+    return subprocess.run([sys.executable, str(REPO / "scripts" / script)] + list(args), cwd=REPO, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """The main job (`make demo`): synthetic data -> train the tiny Local2Global on CPU -> evaluate -> render.
 
-    python scripts/run_demo.py --output output/demo [--iters-image 770 --iters-video 245 --num-frames 5] [--seed 0]
+    python scripts/run_demo.py --output output/demo [--iters-image 736 --iters-video 234 --num-frames 5] [--seed 0]
 
 Stages (each one a separate, resumable step; a finished step is skipped when the script is re-run):
 
@@ -96,8 +96,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", default="output/demo")
     parser.add_argument("--config-file", default=str(CONFIG))
-    parser.add_argument("--iters-image", type=int, default=770, help="single-frame warm-up iterations")
-    parser.add_argument("--iters-video", type=int, default=245, help="clip training iterations")
+    parser.add_argument("--iters-image", type=int, default=736, help="single-frame warm-up iterations")
+    parser.add_argument("--iters-video", type=int, default=234, help="clip training iterations")
     parser.add_argument("--num-frames", type=int, default=5, help="frames per training clip in the video stage")
     parser.add_argument("--frame-range", type=int, default=5,
                         help="clip frames are sampled within +-this many frames of a reference frame")

@@ -19,7 +19,8 @@ model.hidden_dim = 64
 
 model.backbone.stem.out_channels = 8
 model.backbone.stages = L(make_resnet_stages)(
-    stage_channels=(16, 32, 64, 128), num_blocks=(2, 2, 2, 2), stem_channels=8, norm="FrozenBN",
+    stage_channels=(16, 32, 64, 128), num_blocks=(2, 2, 2, 2), stem_channels="${..stem.out_channels}",
+    norm="FrozenBN",
 )
 model.pixel_decoder.input_shape = {
     "res2": L(ShapeSpec)(channels=16, stride=4),

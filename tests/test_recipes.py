@@ -4,16 +4,14 @@ Phase 1 must change exactly its trainable parameters (aligner, global embedding,
 """
 
 import json
-import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from script_runner import run_script
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
@@ -93,9 +91,7 @@ def datasets_root(tmp_path_factory):
 
 
 def train_net(args, root: Path):
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", DETECTRON2_DATASETS=str(root))
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "train_net.py")] + list(args), cwd=REPO, env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=1400)
+    proc = run_script("train_net.py", args, env_extra={"DETECTRON2_DATASETS": str(root)}, timeout=1400)
     if proc.returncode != 0:
         raise AssertionError(f"train_net.py exited {proc.returncode}:\n{proc.stdout[-8000:]}")
     return proc

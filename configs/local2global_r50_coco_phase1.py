@@ -1,7 +1,7 @@
 """Phase 1: COCO pre-training of the L2G-aligner (paper §4.2), 60k iterations from a MaskDINO R-50 COCO checkpoint.
 
-Everything is frozen except the aligner, the learnable first-frame global embedding (``global_query_embed``),
-the static l_pos table (``aligner.local_pos_embed``) and the decoder's positional MLP (``ref_point_head``, the
+Everything is frozen except the aligner, the learnable first-frame global embedding (``tracker.global_query_embed``),
+the static l_pos table (``tracker.aligner.local_pos_embed``) and the decoder's positional MLP (``ref_point_head``, the
 paper's "dynamic positional embedding for the segmentation decoder"). COCO images are 1-frame clips
 (``first_frame="learned"``: the global queries of frame 0 are the learnable embedding, aligned with the image's
 local queries); 80 COCO classes, as the frozen heads of the checkpoint.
@@ -23,12 +23,12 @@ from .common.train import train
 from .models.local2global_r50 import model
 
 model.num_classes = 80
-model.first_frame = "learned"
+model.tracker.first_frame = "learned"
 model.criterion.reduced_supervision = False  # one-frame clips: nothing to skip
 
 train.trainable_params = [
-    "aligner.*",  # the aligner layers and its static l_pos table (aligner.local_pos_embed)
-    "global_query_embed.*",
+    "tracker.aligner.*",  # the aligner layers and its static l_pos table (tracker.aligner.local_pos_embed)
+    "tracker.global_query_embed.*",
     "decoder.decoder.ref_point_head.*",
 ]
 train.max_iter = 60000

@@ -42,18 +42,19 @@ logger = logging.getLogger("local2global.sweep")
 #: The paper's ablation tables as ``{table: [(run name, overrides), ...]}`` (configs/ablations/README.md).
 TABLES: Dict[str, List[Tuple[str, List[str]]]] = {
     "3": [
-        ("baseline", ["model.aligner=null"]),
-        ("aligner", ["model.global_pos=static"]),
-        ("aligner_trajectory", ["model.global_pos=trajectory"]),
+        ("baseline", ["model.tracker.aligner=null", "model.tracker.global_pos=static"]),
+        ("baseline_refined", ["model.tracker.aligner=null", "model.tracker.global_pos=refined"]),
+        ("aligner", ["model.tracker.global_pos=static"]),
+        ("aligner_trajectory", ["model.tracker.global_pos=trajectory"]),
     ],
     "5": [
-        ("width512", ["model.aligner.dim_feedforward=512"]),
-        ("width1024", ["model.aligner.dim_feedforward=1024"]),
-        ("width2048", ["model.aligner.dim_feedforward=2048"]),
+        ("width512", ["model.tracker.aligner.dim_feedforward=512"]),
+        ("width1024", ["model.tracker.aligner.dim_feedforward=1024"]),
+        ("width2048", ["model.tracker.aligner.dim_feedforward=2048"]),
     ],
     "6": [
-        ("lpos_static", ["model.aligner.local_pos=static"]),
-        ("lpos_dynamic", ["model.aligner.local_pos=dynamic"]),
+        ("lpos_static", ["model.tracker.aligner.local_pos=static"]),
+        ("lpos_dynamic", ["model.tracker.aligner.local_pos=dynamic"]),
         ("reduced_sup_on", ["model.criterion.reduced_supervision=true"]),
         ("reduced_sup_off", ["model.criterion.reduced_supervision=false"]),
     ],

@@ -98,29 +98,31 @@ def test_phase1_trains_exactly_the_aligner_global_embedding_lpos_and_ref_point_h
     from local2global.engine.freeze import apply_trainable_params
 
     cfg = load("configs/local2global_r50_coco_phase1.py")
-    assert cfg.model.first_frame == "learned" and cfg.train.max_iter == 60000 and cfg.model.num_classes == 80
+    assert cfg.model.tracker.first_frame == "learned" and cfg.train.max_iter == 60000 and cfg.model.num_classes == 80
     assert cfg.train.init_checkpoint
     model = instantiate(cfg.model)
     state = apply_trainable_params(model, cfg.train.trainable_params)
     trainable = {n for n, t in state.items() if t}
     expected = {n for n, _ in model.named_parameters()
-                if n.startswith(("aligner.", "global_query_embed.", "decoder.decoder.ref_point_head."))}
+                if n.startswith(("tracker.aligner.", "tracker.global_query_embed.", "decoder.decoder.ref_point_head."))}
     assert trainable == expected
-    assert "aligner.local_pos_embed.weight" in trainable and "global_query_embed.weight" in trainable
+    assert "tracker.aligner.local_pos_embed.weight" in trainable and "tracker.global_query_embed.weight" in trainable
     assert any(n.startswith("decoder.decoder.ref_point_head.") for n in trainable)
     assert not any(n.startswith(("backbone.", "pixel_decoder.", "decoder.class_embed", "decoder.mask_embed"))
                    for n in trainable)
 
 
 @pytest.mark.parametrize("path, key, value", [
-    ("configs/ablations/table3_baseline.py", "model.aligner", None),
-    ("configs/ablations/table3_aligner.py", "model.global_pos", "static"),
-    ("configs/ablations/table3_trajectory.py", "model.global_pos", "trajectory"),
-    ("configs/ablations/table5_width512.py", "model.aligner.dim_feedforward", 512),
-    ("configs/ablations/table5_width1024.py", "model.aligner.dim_feedforward", 1024),
-    ("configs/ablations/table5_width2048.py", "model.aligner.dim_feedforward", 2048),
-    ("configs/ablations/table6_lpos_static.py", "model.aligner.local_pos", "static"),
-    ("configs/ablations/table6_lpos_dynamic.py", "model.aligner.local_pos", "dynamic"),
+    ("configs/ablations/table3_baseline.py", "model.tracker.aligner", None),
+    ("configs/ablations/table3_baseline.py", "model.tracker.global_pos", "static"),
+    ("configs/ablations/table3_baseline_refined.py", "model.tracker.global_pos", "refined"),
+    ("configs/ablations/table3_aligner.py", "model.tracker.global_pos", "static"),
+    ("configs/ablations/table3_trajectory.py", "model.tracker.global_pos", "trajectory"),
+    ("configs/ablations/table5_width512.py", "model.tracker.aligner.dim_feedforward", 512),
+    ("configs/ablations/table5_width1024.py", "model.tracker.aligner.dim_feedforward", 1024),
+    ("configs/ablations/table5_width2048.py", "model.tracker.aligner.dim_feedforward", 2048),
+    ("configs/ablations/table6_lpos_static.py", "model.tracker.aligner.local_pos", "static"),
+    ("configs/ablations/table6_lpos_dynamic.py", "model.tracker.aligner.local_pos", "dynamic"),
     ("configs/ablations/table6_reduced_sup_on.py", "model.criterion.reduced_supervision", True),
     ("configs/ablations/table6_reduced_sup_off.py", "model.criterion.reduced_supervision", False),
 ])

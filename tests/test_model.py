@@ -16,6 +16,7 @@ from detectron2.structures import Boxes, Instances
 
 from local2global.modeling.checkpoint import convert_maskdino_state_dict
 from local2global.modeling.meta_arch import Local2Global, TrackState
+from local2global.modeling.trackers import state_nbytes
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -100,19 +101,25 @@ def test_default_model_parameter_counts_and_maskdino_layout(maskdino_reference_d
     wrong = [n for n, m in name_map.items() if m in ours and ours[m] != ref[n]]
     assert missing == [] and wrong == []
     extra = sorted(set(ours) - set(name_map.values()))
-    assert all(k.startswith("aligner.") for k in extra), extra[:10]
+    assert all(k.startswith("tracker.aligner.") for k in extra), extra[:10]
+    assert model.tracker.extra_parameter_count() == ALIGNER_LAYERS_PARAMS
 
 
 # ---------------------------------------------------------------------------------------------- ablation switches
 @pytest.mark.parametrize(
     "override, check",
     [
-        ("aligner=None", lambda m: m.aligner is None and not any(k.startswith("aligner.") for k in m.state_dict())),
-        ("global_pos=static", lambda m: m.anchor_boxes is not None and m.anchor_boxes.weight.shape == (20, 4)),
-        ("aligner.local_pos=dynamic", lambda m: m.aligner.local_pos_embed is None and m.aligner.needs_dynamic_local_pos),
-        ("aligner.dim_feedforward=96", lambda m: m.aligner.layers[0].linear1.weight.shape == (96, 64)),
+        ("tracker.aligner=None",
+         lambda m: m.aligner is None and not any(".aligner." in k for k in m.state_dict())),
+        ("tracker.global_pos=static",
+         lambda m: m.tracker.anchor_boxes is not None and m.tracker.anchor_boxes.weight.shape == (20, 4)),
+        ("tracker.global_pos=refined", lambda m: m.tracker.global_pos == "refined"),
+        ("tracker.aligner.local_pos=dynamic",
+         lambda m: m.aligner.local_pos_embed is None and m.aligner.needs_dynamic_local_pos),
+        ("tracker.aligner.dim_feedforward=96", lambda m: m.aligner.layers[0].linear1.weight.shape == (96, 64)),
         ("criterion.reduced_supervision=False", lambda m: m.criterion.reduced_supervision is False),
-        ("first_frame=learned", lambda m: m.global_query_embed is not None and m.global_query_embed.weight.shape == (20, 64)),
+        ("tracker.first_frame=learned", lambda m: m.tracker.global_query_embed is not None
+         and m.tracker.global_query_embed.weight.shape == (20, 64)),
         ("num_queries=12", lambda m: m.decoder.num_queries == 12 and m.aligner.local_pos_embed.weight.shape[0] == 12),
     ],
 )

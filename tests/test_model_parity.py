@@ -27,7 +27,7 @@ FIXTURE_OVERRIDES = [
     "model.pixel_decoder.transformer_enc_layers=2",
     "model.decoder.dim_feedforward=64",
     "model.decoder.dec_layers=3",
-    "model.aligner=null",
+    "model.tracker.aligner=null",
 ]
 
 

@@ -150,9 +150,22 @@ def test_real_config_overrides():
     pytest.importorskip("local2global.modeling.decoder")
     pytest.importorskip("local2global.data.build")
     cfg = LazyConfig.load("configs/local2global_tiny_synthetic.py")
-    apply_overrides_strict(cfg, ["model.aligner=null", "train.max_iter=5", "model.hidden_dim=32",
+    apply_overrides_strict(cfg, ["model.tracker.aligner=null", "train.max_iter=5", "model.hidden_dim=32",
                                  "model.criterion.set_criterion.eos_coef=0.2", "train.device=cpu"])
-    assert cfg.model.aligner is None and cfg.model.decoder.hidden_dim == 32 and cfg.train.device == "cpu"
+    assert cfg.model.tracker.aligner is None and cfg.model.decoder.hidden_dim == 32 and cfg.train.device == "cpu"
+    assert "aligner" not in cfg.model
+
+
+def test_legacy_model_keys_are_rewritten_to_the_tracker():
+    """Command lines of before the tracker sub-package (model.aligner..., model.global_pos) keep working."""
+    cfg = LazyConfig.load("configs/local2global_tiny_synthetic.py")
+    apply_overrides_strict(cfg, ["model.aligner.dim_feedforward=96", "model.global_pos=static",
+                                 "model.first_frame=learned"])
+    assert cfg.model.tracker.aligner.dim_feedforward == 96
+    assert cfg.model.tracker.global_pos == "static" and cfg.model.tracker.first_frame == "learned"
+    assert "global_pos" not in cfg.model and "aligner" not in cfg.model
+    apply_overrides_strict(cfg, ["model.aligner=null"])
+    assert cfg.model.tracker.aligner is None
     with pytest.raises(OverrideError, match="dim_feedforward"):
         apply_overrides_strict(LazyConfig.load("configs/local2global_tiny_synthetic.py"),
                                ["model.aligner.dim_feedfoward=64"])

@@ -26,7 +26,7 @@ SMALL_AUGS = [
     "train.log_period=1",
     "train.seed=0",
 ]
-PHASE1_PREFIXES = ("aligner.", "global_query_embed.", "decoder.decoder.ref_point_head.")
+PHASE1_PREFIXES = ("tracker.aligner.", "tracker.global_query_embed.", "decoder.decoder.ref_point_head.")
 
 
 def _need_model_and_data():
@@ -128,7 +128,7 @@ def test_phase1_then_phase2(datasets_root, tmp_path):
     assert changed, "phase 1 changed no parameter"
     # only trainable parameters move; buffers (frozen BN statistics) and every other parameter stay bit-identical
     assert changed <= expected, sorted(changed - expected)[:10]
-    assert "global_query_embed.weight" in changed and any(n.startswith("aligner.") for n in changed)
+    assert "tracker.global_query_embed.weight" in changed and any(n.startswith("tracker.aligner.") for n in changed)
     assert "Traceback" not in proc.stdout
 
     # phase 2 from the phase-1 output (80 -> 40 classes: the class head is re-initialised, with a warning)

@@ -49,11 +49,11 @@ def test_grid_product_and_names(sweep):
 
 
 def test_predefined_tables_cover_the_paper_rows(sweep):
-    assert [n for n, _ in sweep.TABLES["3"]] == ["baseline", "aligner", "aligner_trajectory"]
-    assert sweep.TABLES["3"][0][1] == ["model.aligner=null"]
-    assert [o[0] for _, o in sweep.TABLES["5"]] == [f"model.aligner.dim_feedforward={w}" for w in (512, 1024, 2048)]
+    assert [n for n, _ in sweep.TABLES["3"]] == ["baseline", "baseline_refined", "aligner", "aligner_trajectory"]
+    assert sweep.TABLES["3"][0][1] == ["model.tracker.aligner=null", "model.tracker.global_pos=static"]
+    assert [o[0] for _, o in sweep.TABLES["5"]] == [f"model.tracker.aligner.dim_feedforward={w}" for w in (512, 1024, 2048)]
     assert {o[0] for _, o in sweep.TABLES["6"]} == {
-        "model.aligner.local_pos=static", "model.aligner.local_pos=dynamic",
+        "model.tracker.aligner.local_pos=static", "model.tracker.aligner.local_pos=dynamic",
         "model.criterion.reduced_supervision=true", "model.criterion.reduced_supervision=false"}
 
 

@@ -29,10 +29,10 @@ def _variants(model, frames, state0, size):
     aligner = model.aligner
 
     def call(state, frame, use_aligner):
-        model.aligner = aligner if use_aligner else None
+        model.tracker.aligner = aligner if use_aligner else None
         model.postprocessor.reset()
         model.process_frame(state, frame, size)
-        model.aligner = aligner
+        model.tracker.aligner = aligner
 
     return {
         "full": lambda: call(state0, frames[1], True),
@@ -71,9 +71,9 @@ def measure_inference(height: int, width: int, num_queries: int, repeats: int, s
             mask_features, multi_scale = model.encode(images.tensor)
 
             def step(use_aligner):
-                model.aligner = aligner if use_aligner else None
+                model.tracker.aligner = aligner if use_aligner else None
                 model.step(state0, multi_scale, mask_features)
-                model.aligner = aligner
+                model.tracker.aligner = aligner
 
             steps = interleaved_times({"full": lambda: step(True), "baseline": lambda: step(False)},
                                       repeats=step_repeats, warmup=1)

@@ -2,5 +2,5 @@
 
 from ..local2global_r50_ytvis19 import dataloader, lr_multiplier, model, optimizer, train
 
-model.global_pos = "static"
+model.tracker.global_pos = "static"
 train.output_dir = "./output/ablations/table3_aligner"

@@ -2,5 +2,5 @@
 
 from ..local2global_r50_ytvis19 import dataloader, lr_multiplier, model, optimizer, train
 
-model.aligner.dim_feedforward = 2048
+model.tracker.aligner.dim_feedforward = 2048
 train.output_dir = "./output/ablations/table5_width2048"

@@ -2,5 +2,5 @@
 
 from ..local2global_r50_ytvis19 import dataloader, lr_multiplier, model, optimizer, train
 
-model.aligner.local_pos = "static"
+model.tracker.aligner.local_pos = "static"
 train.output_dir = "./output/ablations/table6_lpos_static"

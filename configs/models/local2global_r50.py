@@ -5,19 +5,20 @@ Derived values use ``${..}`` interpolation so that command-line overrides reach 
 criterion). The segmenter's hyper-parameters are detrex MaskDINO R-50's (SPEC §4); its parameter names load
 detrex checkpoints (``local2global.modeling.checkpoint``).
 
-Ablations (paper Tables 3, 5, 6) are overrides of this file:
-    model.aligner=null                       baseline (Table 3)
-    model.global_pos=static                  + aligner without trajectory (Table 3)
-    model.aligner.dim_feedforward=512|2048   aligner width (Table 5)
-    model.aligner.local_pos=dynamic          dynamic l_pos (Table 6)
-    model.criterion.reduced_supervision=False   (Table 6)
+The tracker (how the queries of frame t-1 become those of frame t) is ``model.tracker``: here the paper's
+Local2Global step; ``configs/trackers/`` swaps in the others. Ablations (paper Tables 3, 5, 6) are overrides:
+    model.tracker.aligner=null model.tracker.global_pos=static     propagation only (Table 3; or =refined)
+    model.tracker.global_pos=static                                + aligner, no trajectory (Table 3)
+    model.tracker.aligner.dim_feedforward=512|2048                 aligner width (Table 5)
+    model.tracker.aligner.local_pos=dynamic                        dynamic l_pos (Table 6)
+    model.criterion.reduced_supervision=False                      (Table 6)
+(``model.aligner...``, ``model.global_pos`` and ``model.first_frame`` are accepted as the old names of these keys.)
 """
 
 from detectron2.config import LazyCall as L
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.backbone import BasicStem, ResNet
 
-from local2global.modeling.aligner import L2GAligner
 from local2global.modeling.criterion import SetCriterion
 from local2global.modeling.decoder import MaskDINODecoder
 from local2global.modeling.matcher import HungarianMatcher
@@ -25,6 +26,7 @@ from local2global.modeling.meta_arch import Local2Global
 from local2global.modeling.pixel_decoder import MaskDINOEncoder
 from local2global.modeling.postprocess import VideoPostprocessor
 from local2global.modeling.query_selection import TopKQuerySelector
+from local2global.modeling.trackers import L2GAligner, Local2GlobalTracker
 from local2global.modeling.video_criterion import VideoSetCriterion
 
 model = L(Local2Global)(
@@ -86,14 +88,20 @@ model = L(Local2Global)(
         semantic_ce_loss=False,
     ),
     query_selector=L(TopKQuerySelector)(num_queries="${..num_queries}"),
-    aligner=L(L2GAligner)(
-        d_model="${..hidden_dim}",
-        nhead=8,
-        num_layers=3,
-        dim_feedforward=1024,
-        dropout=0.0,
-        num_local_queries="${..num_queries}",
-        local_pos="static",
+    tracker=L(Local2GlobalTracker)(
+        aligner=L(L2GAligner)(
+            d_model="${...hidden_dim}",
+            nhead=8,
+            num_layers=3,
+            dim_feedforward=1024,
+            dropout=0.0,
+            num_local_queries="${...num_queries}",
+            local_pos="static",
+        ),
+        num_queries="${..num_queries}",
+        hidden_dim="${..hidden_dim}",
+        first_frame="image",
+        global_pos="trajectory",
     ),
     criterion=L(VideoSetCriterion)(
         set_criterion=L(SetCriterion)(
@@ -123,6 +131,4 @@ model = L(Local2Global)(
     pixel_mean=[123.675, 116.28, 103.53],
     pixel_std=[58.395, 57.12, 57.375],
     size_divisibility=32,
-    first_frame="image",
-    global_pos="trajectory",
 )

@@ -31,7 +31,7 @@ from typing import Any, Iterable, List, Optional, Sequence, Tuple
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 __all__ = ["OverrideError", "ConfigError", "apply_overrides_strict", "check_config", "parse_overrides",
-           "target_parameters", "TRAIN_KEYS"]
+           "target_parameters", "TRAIN_KEYS", "LEGACY_KEY_ALIASES", "resolve_legacy_key"]
 
 logger = logging.getLogger(__name__)
 
@@ -250,6 +250,31 @@ def _validate(cfg: DictConfig, key: str, value: Any) -> Any:
     return value
 
 
+#: Keys of the model before the tracker sub-package existed -> their place now. An override of an old key is
+#: rewritten (with a warning) when the config has the new key and not the old one, so old command lines and sweep
+#: files keep working.
+LEGACY_KEY_ALIASES = {
+    "model.aligner": "model.tracker.aligner",
+    "model.global_pos": "model.tracker.global_pos",
+    "model.first_frame": "model.tracker.first_frame",
+}
+
+
+def resolve_legacy_key(cfg: DictConfig, key: str) -> str:
+    """``key`` rewritten by :data:`LEGACY_KEY_ALIASES` when only its new name exists in ``cfg``."""
+    for old, new in LEGACY_KEY_ALIASES.items():
+        if key != old and not key.startswith(old + "."):
+            continue
+        parent_new = new.rsplit(".", 1)[0]
+        has_old = OmegaConf.select(cfg, old, default=_MISSING) is not _MISSING
+        parent = OmegaConf.select(cfg, parent_new, default=None)
+        if not has_old and OmegaConf.is_config(parent) and new.rsplit(".", 1)[1] in parent:
+            renamed = new + key[len(old):]
+            logger.warning("override %s: the key is now %s (the tracker owns it); applying it there", key, renamed)
+            return renamed
+    return key
+
+
 def apply_overrides_strict(cfg: DictConfig, overrides: Optional[Sequence[str]]) -> DictConfig:
     """Apply ``key=value`` overrides in place, rejecting unknown keys and obvious type errors.
 
@@ -265,6 +290,7 @@ def apply_overrides_strict(cfg: DictConfig, overrides: Optional[Sequence[str]]) 
         OverrideError: naming the offending override, with close matches for mistyped keys.
     """
     for key, value, kind in parse_overrides(overrides):
+        key = resolve_legacy_key(cfg, key)
         if kind != "add":
             value = _validate(cfg, key, value)
         _safe_update(cfg, key, value)

@@ -1,33 +1,31 @@
-"""Local2Global: the online video instance segmentation meta-architecture.
+"""Local2Global: the online video segmentation meta-architecture with a pluggable tracker.
 
-The meta-architecture receives built modules (constructor injection) and only wires the data flow of SPEC §2:
+The meta-architecture receives built modules (constructor injection) and only wires the data flow of SPEC §2;
+how the queries and identities of frame t-1 become those of frame t is the injected
+:class:`~local2global.modeling.trackers.base.Tracker`:
 
 ```
 frames (B×T×3×H×W) -> backbone -> pixel encoder           all B·T frames in one batch
 for t in 0..T-1:                                             sequential, online
-    query selector: top-K tokens -> q_local (detached), their boxes
-    aligner(q_global, q_local, g_pos, l_pos) -> q_global'    (skipped when aligner is None)
-    decoder(q_global', reference boxes, memory) -> outputs_t
-    state <- (last layer's un-normalised queries, Mask2Box(final masks).detach())
+    query selector: top-K tokens -> q_local (detached), [Mask2Box of their encoder-stage masks]
+    tracker.decoder_input(state, frame)   -> queries and reference boxes of the decoder
+    decoder(queries, reference boxes, memory) -> decoder output
+    tracker.update(state, frame, decoder output) -> outputs_t in slot order, state_t
 criterion(outputs_0..T-1, targets)
 ```
 
-Frame 0 (``first_frame="image"``) is MaskDINO's image mode: the decoder's queries are the top-K local queries
-and its references Mask2Box of the encoder-stage masks; the aligner does not run. When the decoder is built with
-denoising (``decoder.dn != "no"``), training adds MaskDINO's denoising queries to frame 0 (the image-mode frame)
-only; they never enter the propagated state. ``first_frame="learned"``
-(COCO pre-training of the aligner) aligns a learnable ``N×D`` embedding with the local queries instead.
-
-``global_pos="trajectory"`` (default) takes g_pos and the decoder's initial references at t from Mask2Box of the
-masks of t-1; ``"static"`` uses learnable per-slot anchor boxes that are not propagated (Table 3 row without
-trajectory). ``aligner=None`` is the Table 3 baseline: propagated queries go straight into the decoder.
+The default tracker (:class:`~local2global.modeling.trackers.local2global.Local2GlobalTracker`) is the paper's
+method: the L2G-aligner between the pixel encoder and the decoder and the Mask2Box trajectory; association
+trackers (MinVIS, DVIS) run MaskDINO's image mode on every frame and link or refine its outputs afterwards. With
+a tracker whose ``trains_segmenter`` is False the segmenter stays in eval mode without gradients in training.
+When the decoder is built with denoising (``decoder.dn != "no"``) and the segmenter trains, training adds
+MaskDINO's denoising queries to the first frame when it is an image-mode frame; they never enter the tracker state.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 from detectron2.structures import ImageList
@@ -36,83 +34,69 @@ from torch import Tensor, nn
 from .box_ops import box_xyxy_to_cxcywh, inverse_sigmoid, mask2box
 from .checkpoint import register_detrex_key_mapping
 from .postprocess import FrameInstances, VideoPostprocessor
+from .trackers.base import FrameContext, Tracker
+from .trackers.local2global import FIRST_FRAME_MODES, GLOBAL_POS_MODES, Local2GlobalTracker, TrackState
 
 __all__ = ["Local2Global", "TrackState", "FIRST_FRAME_MODES", "GLOBAL_POS_MODES"]
 
 logger = logging.getLogger(__name__)
 
-FIRST_FRAME_MODES = ("image", "learned")
-GLOBAL_POS_MODES = ("trajectory", "static")
-
-# Initial size of the learnable static anchor boxes (normalised w, h), as DAB-DETR-style anchors start small.
-_STATIC_ANCHOR_INIT_WH = 0.1
+# Parameter prefixes of checkpoints written before the tracker sub-package existed (the Local2Global step was part
+# of the meta-architecture): mapped on load so those checkpoints keep loading.
+LEGACY_TRACKER_PREFIXES = ("aligner.", "global_query_embed.", "anchor_boxes.")
 
 
-@dataclass
-class TrackState:
-    """What is carried from frame t-1 to frame t: O(N·D), independent of the video length.
-
-    Attributes:
-        queries: ``(B, N, D)`` un-normalised output of the last decoder layer (SPEC §3 "propagated query").
-        boxes: ``(B, N, 4)`` normalised cxcywh Mask2Box of the last masks, detached.
-    """
-
-    queries: Tensor
-    boxes: Tensor
-
-    def detach(self) -> "TrackState":
-        return TrackState(self.queries.detach(), self.boxes.detach())
+def _legacy_tracker_keys_hook(module: nn.Module, state_dict, prefix: str, *args, **kwargs) -> None:
+    if not isinstance(getattr(module, "tracker", None), Local2GlobalTracker):
+        return
+    moved = 0
+    for key in list(state_dict):
+        rel = key[len(prefix):] if key.startswith(prefix) else None
+        if rel is not None and rel.startswith(LEGACY_TRACKER_PREFIXES):
+            state_dict[prefix + "tracker." + rel] = state_dict.pop(key)
+            moved += 1
+    if moved:
+        logger.info("Mapped %d pre-tracker checkpoint keys (aligner.*, global_query_embed.*, anchor_boxes.*) to "
+                    "tracker.*", moved)
 
 
 class Local2Global(nn.Module):
-    """Online VIS with local-to-global query alignment.
+    """Online video segmentation: a shared MaskDINO segmenter and a pluggable tracker.
 
     Args:
         backbone: detectron2 ``Backbone`` returning ``res2..res5``.
         pixel_decoder: :class:`~local2global.modeling.pixel_decoder.MaskDINOEncoder` (or compatible).
         decoder: :class:`~local2global.modeling.decoder.MaskDINODecoder` (or compatible step API).
+        tracker: a :class:`~local2global.modeling.trackers.base.Tracker`; ``None`` builds the plain-propagation
+            :class:`~local2global.modeling.trackers.local2global.Local2GlobalTracker` (no aligner).
         criterion: :class:`~local2global.modeling.video_criterion.VideoSetCriterion`; returns weighted losses.
         query_selector: picks the top-K local queries; ``None`` uses the decoder's own selector.
-        aligner: :class:`~local2global.modeling.aligner.L2GAligner`, or ``None`` for the baseline.
         postprocessor: :class:`~local2global.modeling.postprocess.VideoPostprocessor` (test top-k etc.).
         num_queries: ``N`` global slots (must equal the decoder's number of queries).
         num_classes / hidden_dim: optional; checked against the decoder (configs interpolate the decoder's
             values from these, so one override changes every module).
         pixel_mean / pixel_std: input normalisation, RGB (MaskDINO's: torchvision-style weights).
         size_divisibility: padding multiple of the network input.
-        first_frame: ``"image"`` (MaskDINO image mode at t = 0) or ``"learned"`` (learnable global embedding).
-        global_pos: ``"trajectory"`` (Mask2Box propagation) or ``"static"`` (learnable per-slot anchors).
         interm_loss_every_frame: compute the encoder ("interm") predictions at t > 0 in training too, so the
             criterion's image-level encoder loss sees every frame.
     """
 
     def __init__(self, *, backbone: nn.Module, pixel_decoder: nn.Module, decoder: nn.Module,
-                 criterion: Optional[nn.Module] = None, query_selector: Optional[nn.Module] = None,
-                 aligner: Optional[nn.Module] = None, postprocessor: Optional[VideoPostprocessor] = None,
+                 tracker: Optional[Tracker] = None, criterion: Optional[nn.Module] = None,
+                 query_selector: Optional[nn.Module] = None, postprocessor: Optional[VideoPostprocessor] = None,
                  num_queries: int = 300, num_classes: Optional[int] = None, hidden_dim: Optional[int] = None,
                  pixel_mean: Sequence[float] = (123.675, 116.28, 103.53),
                  pixel_std: Sequence[float] = (58.395, 57.12, 57.375), size_divisibility: int = 32,
-                 first_frame: str = "image", global_pos: str = "trajectory",
                  interm_loss_every_frame: bool = True):
         super().__init__()
-        if first_frame not in FIRST_FRAME_MODES:
-            raise ValueError(f"first_frame must be one of {FIRST_FRAME_MODES}, got {first_frame!r}")
-        if global_pos not in GLOBAL_POS_MODES:
-            raise ValueError(f"global_pos must be one of {GLOBAL_POS_MODES}, got {global_pos!r}")
-        if first_frame == "learned" and aligner is None:
-            raise ValueError("first_frame='learned' aligns a learnable embedding with the local queries: "
-                             "it needs an aligner (got aligner=None)")
         self.backbone = backbone
         self.pixel_decoder = pixel_decoder
         self.decoder = decoder
         self.query_selector = query_selector if query_selector is not None else decoder.query_selector
-        self.aligner = aligner
         self.criterion = criterion
         self.postprocessor = postprocessor if postprocessor is not None else VideoPostprocessor()
         self.num_queries = num_queries
         self.size_divisibility = size_divisibility
-        self.first_frame = first_frame
-        self.global_pos = global_pos
         self.interm_loss_every_frame = interm_loss_every_frame
         dec_queries = getattr(decoder, "num_queries", num_queries)
         if dec_queries != num_queries:
@@ -122,25 +106,25 @@ class Local2Global(nn.Module):
             raise ValueError(f"model.num_classes={num_classes} but the decoder has {decoder.num_classes} classes")
         if hidden_dim is not None and hidden_dim != decoder.hidden_dim:
             raise ValueError(f"model.hidden_dim={hidden_dim} but the decoder is {decoder.hidden_dim} wide")
-        hidden_dim = decoder.hidden_dim
-        if aligner is not None and getattr(aligner, "d_model", hidden_dim) != hidden_dim:
-            raise ValueError(f"aligner width {aligner.d_model} != decoder hidden_dim {hidden_dim}")
-
-        # The learnable first-frame embedding (phase 1) and the static anchors only exist when used, so the
-        # default model's state dict is MaskDINO's plus the aligner.
-        self.global_query_embed = nn.Embedding(num_queries, hidden_dim) if first_frame == "learned" else None
-        if global_pos == "static":
-            self.anchor_boxes = nn.Embedding(num_queries, 4)
-            with torch.no_grad():
-                xy = torch.rand(num_queries, 2)
-                wh = torch.full((num_queries, 2), _STATIC_ANCHOR_INIT_WH)
-                self.anchor_boxes.weight.copy_(inverse_sigmoid(torch.cat([xy, wh], dim=1)))
-        else:
-            self.anchor_boxes = None
+        if tracker is None:
+            tracker = Local2GlobalTracker(None, num_queries=num_queries, hidden_dim=decoder.hidden_dim)
+        if not isinstance(tracker, Tracker):
+            raise TypeError(f"model.tracker must be a local2global.modeling.trackers.Tracker, got {type(tracker)}")
+        for attr in ("num_queries", "hidden_dim"):
+            value = getattr(tracker, attr, None)
+            expected = num_queries if attr == "num_queries" else decoder.hidden_dim
+            if value is not None and value != expected:
+                raise ValueError(f"tracker.{attr}={value} but the model has {attr}={expected}")
+        self.tracker = tracker
+        if not tracker.trains_segmenter:
+            # Association on a frozen segmenter: only the tracker's own parameters train.
+            for module in self.segmenter_modules():
+                module.requires_grad_(False)
 
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
         register_detrex_key_mapping(self)
+        self.register_load_state_dict_pre_hook(_legacy_tracker_keys_hook)
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -150,6 +134,29 @@ class Local2Global(nn.Module):
     @property
     def num_classes(self) -> int:
         return self.decoder.num_classes
+
+    @property
+    def aligner(self) -> Optional[nn.Module]:
+        """The Local2Global tracker's aligner (``None`` for other trackers and the propagation baseline)."""
+        return getattr(self.tracker, "aligner", None)
+
+    @property
+    def segmenter_frozen(self) -> bool:
+        return not self.tracker.trains_segmenter
+
+    def segmenter_modules(self) -> List[nn.Module]:
+        """The shared segmenter: backbone, pixel encoder, decoder (with its query selector)."""
+        mods = [self.backbone, self.pixel_decoder, self.decoder]
+        if self.query_selector is not getattr(self.decoder, "query_selector", None):
+            mods.append(self.query_selector)
+        return mods
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if mode and self.segmenter_frozen:
+            for module in self.segmenter_modules():
+                module.eval()
+        return self
 
     def preprocess(self, images: Sequence[Tensor]) -> ImageList:
         """uint8 ``3×H×W`` RGB frames -> normalised, padded :class:`ImageList` on the model's device."""
@@ -169,87 +176,70 @@ class Local2Global(nn.Module):
         Returns:
             ``mask_features (F, D, H/4, W/4)`` and the multi-scale features (encoder order).
         """
-        features = self.backbone(images)
-        mask_features, multi_scale = self.pixel_decoder.forward_features(features)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.segmenter_frozen):
+            features = self.backbone(images)
+            mask_features, multi_scale = self.pixel_decoder.forward_features(features)
         return mask_features, multi_scale
 
-    def _static_anchors(self, batch: int) -> Tensor:
-        return self.anchor_boxes.weight.sigmoid().unsqueeze(0).expand(batch, -1, -1)
-
     # ------------------------------------------------------------------ the online step
-    def step(self, state: Optional[TrackState], multi_scale: List[Tensor], mask_features: Tensor,
-             need_interm: bool = False, dn_targets: Optional[List[Dict[str, Tensor]]] = None
-             ) -> Tuple[TrackState, Dict]:
+    def step(self, state: Any, multi_scale: List[Tensor], mask_features: Tensor,
+             need_interm: bool = False, dn_targets: Optional[List[Dict[str, Tensor]]] = None,
+             frame_index: Optional[int] = None) -> Tuple[Any, Dict]:
         """Process one frame of B videos.
 
         Args:
-            state: the :class:`TrackState` of frame t-1, or ``None`` at t = 0.
+            state: the tracker state of frame t-1, or ``None`` at t = 0.
             multi_scale: encoder features of this frame, each ``(B, D, h_l, w_l)``.
             mask_features: ``(B, D, H/4, W/4)``.
             need_interm: also return the encoder-stage ("interm") predictions of the top-K tokens (training).
             dn_targets: per video ``{"labels": (n,), "boxes": (n, 4) normalised cxcywh}`` of this frame's valid
-                instances; in training at t = 0 with a denoising decoder they become MaskDINO's DN queries
-                (ignored otherwise).
+                instances; in training, on an image-mode frame of a denoising decoder whose segmenter trains,
+                they become MaskDINO's DN queries (ignored otherwise).
+            frame_index: the frame's index (reported to the tracker; default 0 when ``state`` is None, else 1).
 
         Returns:
-            The new state and MaskDINO-style outputs ``{pred_logits (B,N,C), pred_masks (B,N,h,w), pred_boxes
-            (B,N,4), aux_outputs, [interm_outputs], [dn]}``; ``dn`` is the denoising bookkeeping (``mask_dict``
-            with the DN queries' predictions in ``output_known_lbs_bboxes``) when DN queries were used.
+            The new state and MaskDINO-style outputs in slot order ``{pred_logits (B,N,C), pred_masks (B,N,h,w),
+            pred_boxes (B,N,4), aux_outputs, [interm_outputs], [dn]}``; ``dn`` is the denoising bookkeeping
+            (``mask_dict`` with the DN queries' predictions in ``output_known_lbs_bboxes``) when DN queries were used.
         """
-        dec = self.decoder
-        bundle = dec.prepare_memory(multi_scale)
-        first = state is None
-        need_tokens = first or self.aligner is not None or need_interm
+        dec, tracker = self.decoder, self.tracker
+        if frame_index is None:
+            frame_index = 0 if state is None else 1
         outputs: Dict = {}
-        selected = interm_masks = None
-        if need_tokens:
-            output_memory, enc_logits, enc_coords_unsig = dec.encode_tokens(bundle)
-            selected = self.query_selector(output_memory, enc_logits, enc_coords_unsig)
-            if first or need_interm:
-                # Interm heads see the *undetached* tokens so the encoder loss trains the encoder (MaskDINO).
-                idx = selected.indices.unsqueeze(-1).expand(-1, -1, output_memory.shape[-1])
-                tokens = torch.gather(output_memory, 1, idx)
-                interm_logits, interm_masks = dec.predict(tokens, mask_features)
-                outputs["interm_outputs"] = {"pred_logits": interm_logits, "pred_masks": interm_masks,
-                                             "pred_boxes": selected.coords_unsig.sigmoid()}
-        batch = mask_features.shape[0]
-
-        if first:
-            local_boxes = mask2box(interm_masks.detach())  # mask-enhanced boxes of the top-K tokens
-            if self.first_frame == "image":
-                tgt, ref_boxes = selected.queries, local_boxes
-            else:
-                if selected.queries.shape[1] != self.num_queries:
-                    raise ValueError("first_frame='learned' takes g_pos from the top-K local queries' boxes: "
-                                     f"needs K == N, got K={selected.queries.shape[1]}, N={self.num_queries}")
-                ref_boxes = self._static_anchors(batch) if self.global_pos == "static" else local_boxes
-                q_global = self.global_query_embed.weight.unsqueeze(0).expand(batch, -1, -1)
-                tgt = self._align(q_global, ref_boxes, selected)
-        else:
-            ref_boxes = self._static_anchors(batch) if self.global_pos == "static" else state.boxes
-            tgt = state.queries if self.aligner is None else self._align(state.queries, ref_boxes, selected)
-
-        refpoints_unsig = inverse_sigmoid(ref_boxes)
-        mask_dict = attn_mask = None
-        if first and dn_targets is not None and self.training and getattr(dec, "dn", "no") != "no":
-            tgt, refpoints_unsig, attn_mask, mask_dict = dec.add_dn_queries(tgt, refpoints_unsig, dn_targets)
-        out = dec.decode(tgt, refpoints_unsig, bundle, mask_features, self_attn_mask=attn_mask)
-        if mask_dict is not None:
-            out = dec.split_dn_queries(out, mask_dict)
-            outputs["dn"] = mask_dict
-        outputs.update(out.as_criterion_outputs())
-        # detrex's mask2box gives a degenerate box for an empty interm mask at t = 0; clamping to [0, 1] (what
-        # the decoder sees after inverse_sigmoid) keeps the propagated boxes and g_pos well defined.
-        new_boxes = mask2box(outputs["pred_masks"].detach(), fallback_boxes=ref_boxes.detach().clamp(0.0, 1.0))
-        return TrackState(out.hs_prenorm_last, new_boxes), outputs
-
-    def _align(self, q_global: Tensor, ref_boxes: Tensor, selected) -> Tensor:
-        g_pos = self.decoder.query_pos(ref_boxes.detach().clamp(0.0, 1.0))
-        l_pos = None
-        if self.aligner.needs_dynamic_local_pos:
-            # Dynamic l_pos: the decoder's ref_point_head on the tokens' encoder-stage boxes (detached).
-            l_pos = self.decoder.query_pos(selected.coords_unsig.detach().sigmoid())
-        return self.aligner(q_global, selected.queries.detach(), g_pos, l_pos)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.segmenter_frozen):
+            bundle = dec.prepare_memory(multi_scale)
+            need_boxes = tracker.needs_local_boxes(state)
+            need_tokens = need_boxes or tracker.needs_local_queries(state) or need_interm
+            selected = local_boxes = None
+            if need_tokens:
+                output_memory, enc_logits, enc_coords_unsig = dec.encode_tokens(bundle)
+                selected = self.query_selector(output_memory, enc_logits, enc_coords_unsig)
+                if need_boxes or need_interm:
+                    # Interm heads see the *undetached* tokens so the encoder loss trains the encoder (MaskDINO).
+                    idx = selected.indices.unsqueeze(-1).expand(-1, -1, output_memory.shape[-1])
+                    tokens = torch.gather(output_memory, 1, idx)
+                    interm_logits, interm_masks = dec.predict(tokens, mask_features)
+                    if need_interm:
+                        outputs["interm_outputs"] = {"pred_logits": interm_logits, "pred_masks": interm_masks,
+                                                     "pred_boxes": selected.coords_unsig.sigmoid()}
+                    if need_boxes:
+                        local_boxes = mask2box(interm_masks.detach())  # mask-enhanced boxes of the top-K tokens
+            ctx = FrameContext(decoder=dec, bundle=bundle, mask_features=mask_features, selected=selected,
+                               local_boxes=local_boxes, frame_index=frame_index)
+            # Association trackers on a frozen segmenter take MaskDINO's image-mode input: no gradient needed.
+            queries = tracker.decoder_input(state, ctx)
+            refpoints_unsig = inverse_sigmoid(queries.ref_boxes)
+            tgt, mask_dict, attn_mask = queries.tgt, None, None
+            if (queries.image_mode and dn_targets is not None and self.training and not self.segmenter_frozen
+                    and getattr(dec, "dn", "no") != "no"):
+                tgt, refpoints_unsig, attn_mask, mask_dict = dec.add_dn_queries(tgt, refpoints_unsig, dn_targets)
+            decoded = dec.decode(tgt, refpoints_unsig, bundle, mask_features, self_attn_mask=attn_mask)
+            if mask_dict is not None:
+                decoded = dec.split_dn_queries(decoded, mask_dict)
+                outputs["dn"] = mask_dict
+        state, tracked = tracker.update(state, ctx, queries, decoded)
+        outputs.update(tracked)
+        return state, outputs
 
     # ------------------------------------------------------------------ training
     def forward(self, batched_inputs: List[Dict]):
@@ -279,8 +269,10 @@ class Local2Global(nn.Module):
             dn_targets = None
             if t == 0:
                 dn_targets = [{k: clip[0][k][clip[0]["valid"]] for k in ("labels", "boxes")} for clip in targets]
+            # The encoder loss trains the segmenter: skipped when the tracker keeps it frozen.
+            need_interm = not self.segmenter_frozen and ((t == 0) or self.interm_loss_every_frame)
             state, out = self.step(state, multi_scale_per_frame[t], mask_features_per_frame[t],
-                                   need_interm=(t == 0) or self.interm_loss_every_frame, dn_targets=dn_targets)
+                                   need_interm=need_interm, dn_targets=dn_targets, frame_index=t)
             outputs_per_frame.append(out)
         return self.criterion(outputs_per_frame, targets)
 
@@ -315,18 +307,18 @@ class Local2Global(nn.Module):
         output_size = (int(video["height"]), int(video["width"]))
         self.postprocessor.reset()
         state = None
-        for frame in video["frames"]:
-            state, _ = self.process_frame(state, frame, output_size)
+        for i, frame in enumerate(video["frames"]):
+            state, _ = self.process_frame(state, frame, output_size, frame_index=i)
         return self.postprocessor.finalize(video["video_id"], output_size)
 
     @torch.no_grad()
-    def process_frame(self, state: Optional[TrackState], frame: Tensor, output_size: Tuple[int, int],
+    def process_frame(self, state: Any, frame: Tensor, output_size: Tuple[int, int],
                       return_instances: bool = False, frame_index: int = 0, store: bool = True
-                      ) -> Tuple[TrackState, Optional[FrameInstances]]:
+                      ) -> Tuple[Any, Optional[FrameInstances]]:
         """One streaming step: encode one frame, run :meth:`step`, feed the post-processor.
 
         Args:
-            state: previous :class:`TrackState` or ``None`` for the first frame.
+            state: the tracker's previous state, or ``None`` for the first frame.
             frame: ``3×H×W`` uint8 RGB frame (already resized by the test transform).
             output_size: ``(H0, W0)`` original video resolution for the masks.
             return_instances: also build this frame's :class:`FrameInstances` (streaming API).
@@ -335,7 +327,7 @@ class Local2Global(nn.Module):
         """
         images = self.preprocess([frame])
         mask_features, multi_scale = self.encode(images.tensor)
-        state, out = self.step(state, multi_scale, mask_features)
+        state, out = self.step(state, multi_scale, mask_features, frame_index=frame_index)
         padded = tuple(images.tensor.shape[-2:])
         kept = self.postprocessor.update(out["pred_logits"][0], out["pred_masks"][0], padded,
                                          images.image_sizes[0], output_size, keep_frame_masks=return_instances,
@@ -343,7 +335,8 @@ class Local2Global(nn.Module):
         instances = None
         if return_instances:
             probs, masks = kept
-            instances = self.postprocessor.frame_instances(frame_index, probs, masks, state.boxes[0])
+            boxes = mask2box(out["pred_masks"][:1], fallback_boxes=out["pred_boxes"][:1].clamp(0.0, 1.0))[0]
+            instances = self.postprocessor.frame_instances(frame_index, probs, masks, boxes)
         return state, instances
 
     def iter_video(self, frames: Iterable[Tensor], output_size: Tuple[int, int]):

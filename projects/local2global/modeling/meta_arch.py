@@ -224,8 +224,9 @@ class Local2Global(nn.Module):
                                                      "pred_boxes": selected.coords_unsig.sigmoid()}
                     if need_boxes:
                         local_boxes = mask2box(interm_masks.detach())  # mask-enhanced boxes of the top-K tokens
+            want_embeds = self.training and bool(getattr(self.criterion, "needs_mask_embeds", False))
             ctx = FrameContext(decoder=dec, bundle=bundle, mask_features=mask_features, selected=selected,
-                               local_boxes=local_boxes, frame_index=frame_index)
+                               local_boxes=local_boxes, frame_index=frame_index, want_mask_embeds=want_embeds)
             # Association trackers on a frozen segmenter take MaskDINO's image-mode input: no gradient needed.
             queries = tracker.decoder_input(state, ctx)
             refpoints_unsig = inverse_sigmoid(queries.ref_boxes)
@@ -239,6 +240,8 @@ class Local2Global(nn.Module):
                 outputs["dn"] = mask_dict
         state, tracked = tracker.update(state, ctx, queries, decoded)
         outputs.update(tracked)
+        if want_embeds:
+            outputs["mask_features"] = mask_features
         return state, outputs
 
     # ------------------------------------------------------------------ training

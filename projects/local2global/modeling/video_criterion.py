@@ -103,6 +103,13 @@ class VideoSetCriterion(nn.Module):
         box_loss: add box L1/GIoU losses; when off, the matching uses no box cost either.
         seed: seed of the criterion's own generator, used when ``forward`` receives none
             (``None``: the global torch RNG).
+        extra_terms: further clip-level loss terms (e.g. IFR's cross-frame mask loss, InsPro's box
+            de-duplication), each a module called as ``term(outputs_per_frame, targets, assignment)`` with
+            ``assignment`` = :attr:`last_assignment` of this call, returning already weighted losses.
+
+    A frame output may carry ``match_outputs`` (a dict with ``pred_logits``, ``pred_masks``, ``pred_boxes``): the
+    match-once assignment is then computed on those instead of the frame's own predictions (DVIS's guided
+    matching on the frozen segmenter's predictions); the losses still use the frame's own predictions.
 
     Attributes:
         last_assignment: info about the last call: ``slots`` (per clip ``(n,)`` int64 slot of each
@@ -119,8 +126,10 @@ class VideoSetCriterion(nn.Module):
         interm_loss: bool = True,
         box_loss: bool = True,
         seed: Optional[int] = None,
+        extra_terms: Sequence[nn.Module] = (),
     ):
         super().__init__()
+        self.extra_terms = nn.ModuleList(extra_terms)
         self.set_criterion = set_criterion
         self.matcher = matcher if matcher is not None else set_criterion.matcher
         self.reduced_supervision = reduced_supervision
@@ -137,6 +146,11 @@ class VideoSetCriterion(nn.Module):
         self._warned_keys = set()
 
     # ------------------------------------------------------------------ configuration
+    @property
+    def needs_mask_embeds(self) -> bool:
+        """Whether an extra term asks every frame output for ``mask_embeds`` and ``mask_features``."""
+        return any(getattr(term, "needs_mask_embeds", False) for term in self.extra_terms)
+
     @property
     def losses(self) -> Tuple[str, ...]:
         """Loss groups used for every stage."""
@@ -201,7 +215,7 @@ class VideoSetCriterion(nn.Module):
                     continue
                 new_idx = torch.nonzero(new).flatten()
                 dev_idx = new_idx.to(tgt["labels"].device)
-                out = outputs_per_frame[t]
+                out = outputs_per_frame[t].get("match_outputs") or outputs_per_frame[t]
                 cost = self.matcher.cost_matrix(
                     out["pred_logits"][b],
                     out["pred_masks"][b],
@@ -309,7 +323,13 @@ class VideoSetCriterion(nn.Module):
             "supervised": supervised,
             "num_masks": num_masks,
         }
-        return self._weighted(totals)
+        weighted = self._weighted(totals)
+        for term in self.extra_terms:
+            for k, v in term(outputs_per_frame, targets, self.last_assignment).items():
+                if k in weighted:
+                    raise KeyError(f"extra loss term {type(term).__name__} returns {k!r}, which already exists")
+                weighted[k] = v
+        return weighted
 
     def _targets_on_grid(self, targets: List[List[Dict[str, torch.Tensor]]], outputs_per_frame: List[Dict]
                          ) -> List[List[Dict[str, torch.Tensor]]]:

@@ -39,7 +39,8 @@ from torch import Tensor, nn
 from ..box_ops import mask2box
 from ..query_selection import SelectedQueries
 
-__all__ = ["Tracker", "FrameContext", "DecoderQueries", "TRACKER_FAMILIES", "state_nbytes", "image_mode_queries"]
+__all__ = ["Tracker", "FrameContext", "DecoderQueries", "TRACKER_FAMILIES", "state_nbytes", "image_mode_queries",
+           "decoder_mask_embeddings", "frame_boxes"]
 
 TRACKER_FAMILIES = ("propagation", "association")
 
@@ -58,6 +59,9 @@ class FrameContext:
         local_boxes: ``(B, K, 4)`` normalised cxcywh Mask2Box boxes of the local queries' encoder-stage masks
             (detached; MaskDINO's image-mode references), or ``None`` when not computed.
         frame_index: index of the frame in the clip / video (0 = first).
+        want_mask_embeds: the criterion needs each slot's mask embedding (``outputs["mask_embeds"] (B, N, Dm)``,
+            with ``pred_masks = einsum("bnc,bchw->bnhw", mask_embeds, mask_features)``) to predict the slot's mask
+            on the clip's other frames (IFR's cross-frame mask loss). Trackers add it when True.
     """
 
     decoder: nn.Module
@@ -66,6 +70,7 @@ class FrameContext:
     selected: Optional[SelectedQueries]
     local_boxes: Optional[Tensor]
     frame_index: int
+    want_mask_embeds: bool = False
 
     @property
     def batch(self) -> int:
@@ -94,6 +99,15 @@ def image_mode_queries(ctx: FrameContext) -> DecoderQueries:
         raise RuntimeError("image mode needs the local queries and their Mask2Box boxes: the tracker must ask for "
                            "them (needs_local_queries / needs_local_boxes)")
     return DecoderQueries(ctx.selected.queries, ctx.local_boxes, image_mode=True)
+
+
+def decoder_mask_embeddings(decoder: nn.Module, hs: Tensor) -> Tensor:
+    """``(B, N, Dm)`` mask embeddings of the shared heads for decoder states ``hs (B, N, D)``.
+
+    The same computation as :meth:`MaskDINODecoder.predict` up to the product with the mask features, so that
+    ``einsum("bnc,bchw->bnhw", embeds, mask_features)`` equals its mask logits.
+    """
+    return decoder.mask_embed(decoder.decoder_norm(hs))
 
 
 def frame_boxes(pred_masks: Tensor, fallback: Tensor) -> Tensor:

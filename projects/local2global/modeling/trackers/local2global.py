@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from ..box_ops import inverse_sigmoid
-from .base import DecoderQueries, FrameContext, Tracker, frame_boxes, image_mode_queries
+from .base import DecoderQueries, FrameContext, Tracker, decoder_mask_embeddings, frame_boxes, image_mode_queries
 
 __all__ = ["Local2GlobalTracker", "TrackState", "FIRST_FRAME_MODES", "GLOBAL_POS_MODES"]
 
@@ -125,6 +125,8 @@ class Local2GlobalTracker(Tracker):
     def update(self, state: Optional[TrackState], ctx: FrameContext, queries: DecoderQueries, decoded
                ) -> Tuple[TrackState, Dict]:
         outputs = decoded.as_criterion_outputs()
+        if ctx.want_mask_embeds:
+            outputs["mask_embeds"] = decoder_mask_embeddings(ctx.decoder, decoded.hs[-1])
         if self.global_pos == "refined":
             boxes = outputs["pred_boxes"].detach()
         else:

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
-from .base import DecoderQueries, FrameContext, Tracker, image_mode_queries
+from .base import DecoderQueries, FrameContext, Tracker, decoder_mask_embeddings, image_mode_queries
 
 __all__ = ["MinVISTracker", "AssociationState", "reorder_outputs", "hungarian_permutation", "SIMILARITIES"]
 
@@ -67,7 +67,7 @@ def reorder_outputs(outputs: Dict, perm: Tensor) -> Dict:
         idx = perm.view(*perm.shape, *([1] * (x.dim() - 2))).expand(-1, -1, *x.shape[2:])
         return torch.gather(x, 1, idx)
 
-    out = {k: gather(outputs[k]) for k in ("pred_logits", "pred_masks", "pred_boxes") if k in outputs}
+    out = {k: gather(outputs[k]) for k in ("pred_logits", "pred_masks", "pred_boxes", "mask_embeds") if k in outputs}
     if "aux_outputs" in outputs:
         out["aux_outputs"] = [reorder_outputs(a, perm) for a in outputs["aux_outputs"]]
     return out
@@ -102,6 +102,8 @@ class MinVISTracker(Tracker):
     def update(self, state: Optional[AssociationState], ctx: FrameContext, queries: DecoderQueries, decoded
                ) -> Tuple[AssociationState, Dict]:
         outputs = decoded.as_criterion_outputs()
+        if ctx.want_mask_embeds:
+            outputs["mask_embeds"] = decoder_mask_embeddings(ctx.decoder, decoded.hs[-1])
         embeds = decoded.hs[-1]
         probs = outputs["pred_masks"].detach().sigmoid() if self.similarity == "mask_iou" else None
         if state is not None:

@@ -1,6 +1,11 @@
-"""Multi-scale deformable attention: reference vs a naive bilinear loop, fast path vs reference, the layer."""
+"""Multi-scale deformable attention: reference vs a naive bilinear loop, fast path vs reference, the layer,
+the probed choice of a compiled kernel (stand-in detrex layouts) and the host copy of the level shapes."""
 
+import importlib
+import logging
 import math
+import sys
+import types
 
 import pytest
 import torch
@@ -205,15 +210,15 @@ def test_key_padding_mask_and_sequence_first():
         layer(query, value=value, reference_points=refs[..., :1], spatial_shapes=shapes)
 
 
-def test_implementation_switch_and_compiled_hook(monkeypatch):
+def test_implementation_switch_and_compiled_hook(monkeypatch, request):
     calls = []
     monkeypatch.setattr(msda, "multi_scale_deformable_attn_pytorch",
                         lambda *a: calls.append("reference") or multi_scale_deformable_attn_pytorch(*a))
     monkeypatch.setattr(msda, "multi_scale_deformable_attn_fast",
                         lambda *a: calls.append("fast") or multi_scale_deformable_attn_fast(*a))
     kernel_calls = []
-    monkeypatch.setattr(msda, "_compiled_kernel", lambda *a: kernel_calls.append(1))
-    monkeypatch.setattr(msda, "_compiled_lookup_done", True)
+    msda.register_compiled_kernel(lambda *a: kernel_calls.append(1))
+    request.addfinalizer(lambda: msda.register_compiled_kernel(None))
     spatial, value, loc, attn = random_inputs(1, 3, 2, 4, [(3, 4), (2, 2)], num_points=2)
 
     monkeypatch.delenv(msda.ENV_VAR, raising=False)
@@ -224,7 +229,7 @@ def test_implementation_switch_and_compiled_hook(monkeypatch):
     msda.multi_scale_deformable_attn(value, spatial, None, loc, attn)
     assert calls[-1] == "reference"
     monkeypatch.setenv(msda.ENV_VAR, "compiled")
-    with pytest.raises(RuntimeError, match="compiled"):
+    with pytest.raises(RuntimeError, match="cuda tensors only"):
         msda.multi_scale_deformable_attn(value, spatial, None, loc, attn)
     monkeypatch.setenv(msda.ENV_VAR, "bogus")
     with pytest.raises(ValueError, match="L2G_MSDA_IMPL"):
@@ -273,3 +278,241 @@ def test_pair_permute_equals_permute_and_has_exact_gradients(dtype):
     weight = torch.randn(expected.shape, generator=gen)
     (msda._PairPermute.apply(x32, dims) * weight).sum().backward()
     assert torch.equal(x32.grad, weight.permute(0, 3, 1, 2, 4))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Compiled-kernel choice: probed, not assumed
+# ----------------------------------------------------------------------------------------------------------
+DETREX_ENTRY = next(c for c in msda.COMPILED_CANDIDATES if c[0] == "detrex")
+
+# The shape of detrex's layers/multi_scale_deform_attn.py: an autograd Function whose forward and backward call the
+# compiled ``_C`` module. Current detrex imports ``_C`` inside a try at the *bottom* of the file (an uncompiled
+# install imports fine, ``_C`` stays unbound); older detrex imports it at the top (the import fails).
+_DETREX_FUNCTION_SOURCE = '''
+import torch
+from torch.autograd import Function
+from torch.autograd.function import once_differentiable
+
+
+class MultiScaleDeformableAttnFunction(Function):
+    @staticmethod
+    def forward(ctx, value, value_spatial_shapes, value_level_start_index, sampling_locations,
+                attention_weights, im2col_step):
+        ctx.im2col_step = im2col_step
+        output = _C.ms_deform_attn_forward(value, value_spatial_shapes, value_level_start_index,
+                                           sampling_locations, attention_weights, ctx.im2col_step)
+        ctx.save_for_backward(value, value_spatial_shapes, value_level_start_index, sampling_locations,
+                              attention_weights)
+        return output
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_output):
+        raise AssertionError("never reached without _C")
+'''
+_CURRENT_DETREX_TAIL = '''
+try:
+    from detrex import _C
+except ImportError:
+    _msg = "detrex is not compiled successfully, please build following the instructions!"
+'''
+_OLD_DETREX_HEAD = "from detrex import _C\n"
+
+
+@pytest.fixture
+def fresh_kernel_lookup():
+    """Every test starts and ends with no lookup done, no registered kernel and no warning issued yet."""
+    msda.register_compiled_kernel(None)
+    msda._reset_compiled_lookup()
+    yield
+    msda.register_compiled_kernel(None)
+    msda._reset_compiled_lookup()
+
+
+def _install_current_detrex_stand_in(monkeypatch):
+    """Stand-in modules ``detrex`` (no ``_C``), ``detrex.layers`` and ``detrex.layers.multi_scale_deform_attn``
+    in sys.modules; the last one is executed from detrex's layout, so its bottom ``try`` really fails."""
+    detrex = types.ModuleType("detrex")
+    layers = types.ModuleType("detrex.layers")
+    detrex.layers = layers
+    monkeypatch.setitem(sys.modules, "detrex", detrex)
+    monkeypatch.setitem(sys.modules, "detrex.layers", layers)
+    module = types.ModuleType(DETREX_ENTRY[1])
+    exec(compile(_DETREX_FUNCTION_SOURCE + _CURRENT_DETREX_TAIL, "<detrex stand-in>", "exec"), module.__dict__)
+    layers.multi_scale_deform_attn = module
+    monkeypatch.setitem(sys.modules, DETREX_ENTRY[1], module)
+    return module
+
+
+def _dispatch_on_cpu_like_cuda(monkeypatch, candidates):
+    """Let ``"auto"`` send CPU tensors to the compiled path (as it does CUDA tensors) with only ``candidates``."""
+    monkeypatch.setattr(msda, "COMPILED_DEVICE_TYPES", ("cpu",))
+    monkeypatch.setattr(msda, "COMPILED_CANDIDATES", tuple(candidates))
+    monkeypatch.delenv(msda.ENV_VAR, raising=False)
+
+
+def _msda_warnings(caplog):
+    return [r for r in caplog.records if r.name == msda.__name__ and r.levelno >= logging.WARNING]
+
+
+def test_current_detrex_without_C_is_reproduced_and_falls_back_with_one_warning(monkeypatch, caplog,
+                                                                               fresh_kernel_lookup):
+    module = _install_current_detrex_stand_in(monkeypatch)
+    spatial, value, loc, attn = random_inputs(1, 5, 2, 4, [(3, 4), (2, 2)], num_points=2)
+    starts = torch.tensor([0, 12])
+    # The stand-in imports fine and fails only when called: what the first CUDA forward met before the probe.
+    with pytest.raises(NameError, match="name '_C' is not defined"):
+        module.MultiScaleDeformableAttnFunction.apply(value, spatial, starts, loc, attn, 64)
+
+    _dispatch_on_cpu_like_cuda(monkeypatch, [DETREX_ENTRY])
+    layer, shapes, query, pos, val, refs = _layer_and_inputs(4, seed=5)
+    with caplog.at_level(logging.WARNING, logger=msda.__name__):
+        out = layer(query, value=val, query_pos=pos, reference_points=refs, spatial_shapes=shapes)
+        out_again = layer(query, value=val, query_pos=pos, reference_points=refs, spatial_shapes=shapes)
+    warnings_ = _msda_warnings(caplog)
+    assert len(warnings_) == 1
+    assert "detrex" in warnings_[0].getMessage() and "NameError" in warnings_[0].getMessage()
+    assert "_C" in warnings_[0].getMessage()
+    assert msda.get_compiled_kernel("cpu") is None and msda.compiled_kernel_name("cpu") is None
+    msda.set_implementation("fast")
+    try:
+        expected = layer(query, value=val, query_pos=pos, reference_points=refs, spatial_shapes=shapes)
+    finally:
+        msda.set_implementation(None)
+    assert torch.equal(out, expected) and torch.equal(out_again, expected)
+    # "compiled" asked for explicitly names the failure instead of a bare "not found"
+    monkeypatch.setenv(msda.ENV_VAR, "compiled")
+    with pytest.raises(RuntimeError, match="NameError"):
+        msda.multi_scale_deformable_attn(value, spatial, None, loc, attn)
+
+
+def test_old_detrex_importing_C_at_the_top_falls_back_with_one_warning(monkeypatch, tmp_path, caplog,
+                                                                       fresh_kernel_lookup):
+    # Older detrex fails at import (ImportError from inside the installed package): the stand-in is a real
+    # package on sys.path, because a module whose import fails never gets into sys.modules.
+    pkg = tmp_path / "detrex"
+    (pkg / "layers").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "layers" / "__init__.py").write_text("")
+    (pkg / "layers" / "multi_scale_deform_attn.py").write_text(_OLD_DETREX_HEAD + _DETREX_FUNCTION_SOURCE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in ("detrex", "detrex.layers", DETREX_ENTRY[1]):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    with pytest.raises(ImportError, match="_C"):
+        importlib.import_module(DETREX_ENTRY[1])
+    for name in [n for n in sys.modules if n == "detrex" or n.startswith("detrex.")]:
+        monkeypatch.delitem(sys.modules, name)
+
+    _dispatch_on_cpu_like_cuda(monkeypatch, [DETREX_ENTRY])
+    spatial, value, loc, attn = random_inputs(1, 5, 2, 4, [(3, 4), (2, 2)], num_points=2)
+    with caplog.at_level(logging.WARNING, logger=msda.__name__):
+        out = msda.multi_scale_deformable_attn(value, spatial, None, loc, attn)
+        msda.multi_scale_deformable_attn(value, spatial, None, loc, attn)
+    warnings_ = _msda_warnings(caplog)
+    assert len(warnings_) == 1 and "import failed (ImportError" in warnings_[0].getMessage()
+    assert torch.equal(out, multi_scale_deformable_attn_fast(value, spatial, loc, attn))
+    for name in [n for n in sys.modules if n == "detrex" or n.startswith("detrex.")]:
+        monkeypatch.delitem(sys.modules, name)
+
+
+class _ReferenceAsKernel(torch.autograd.Function):
+    """A stand-in compiled kernel that is right: the reference, with the compiled signature (scaled by ``gain``
+    to make a wrong one)."""
+
+    calls = 0
+    gain = 1.0
+
+    @staticmethod
+    def forward(ctx, value, shapes, starts, loc, attn, im2col_step):
+        _ReferenceAsKernel.calls += 1
+        ctx.save_for_backward(value, shapes, loc, attn)
+        with torch.no_grad():
+            return multi_scale_deformable_attn_pytorch(value, shapes, loc, attn) * _ReferenceAsKernel.gain
+
+    @staticmethod
+    def backward(ctx, grad):
+        value, shapes, loc, attn = ctx.saved_tensors
+        leaves = [t.detach().requires_grad_() for t in (value, loc, attn)]
+        with torch.enable_grad():
+            out = multi_scale_deformable_attn_pytorch(leaves[0], shapes, leaves[1], leaves[2])
+            grads = torch.autograd.grad(out * _ReferenceAsKernel.gain, leaves, grad)
+        return grads[0], None, None, grads[1], grads[2], None
+
+
+@pytest.mark.parametrize("gain", [1.0, 1.01])
+def test_a_kernel_is_adopted_only_when_its_numbers_are_right(monkeypatch, caplog, fresh_kernel_lookup, gain):
+    module = types.ModuleType("l2g_stand_in_kernel")
+    module.MultiScaleDeformableAttnFunction = _ReferenceAsKernel
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    monkeypatch.setattr(_ReferenceAsKernel, "calls", 0)
+    monkeypatch.setattr(_ReferenceAsKernel, "gain", gain)
+    missing = ("not-installed", "l2g_no_such_kernel_package.ops", "Function")
+    stand_in = ("stand-in", module.__name__, "MultiScaleDeformableAttnFunction")
+    _dispatch_on_cpu_like_cuda(monkeypatch, [missing, stand_in])
+    spatial, value, loc, attn = random_inputs(2, 7, 2, 4, [(4, 5), (2, 3)], num_points=3, seed=4)
+    with caplog.at_level(logging.WARNING, logger=msda.__name__):
+        out = msda.multi_scale_deformable_attn(value, spatial, None, loc, attn)
+    if gain == 1.0:
+        assert msda.compiled_kernel_name("cpu") == "stand-in"
+        assert _ReferenceAsKernel.calls == 2  # the probe's call, then the real one
+        assert not _msda_warnings(caplog)  # a candidate that is not installed is no reason to warn
+        torch.testing.assert_close(out, multi_scale_deformable_attn_pytorch(value, spatial, loc, attn))
+    else:
+        assert msda.compiled_kernel_name("cpu") is None
+        assert _ReferenceAsKernel.calls == 1  # the probe only
+        (warning,) = _msda_warnings(caplog)
+        assert "stand-in: probe on cpu failed (output differs" in warning.getMessage()
+        assert "not-installed" not in warning.getMessage()
+        assert torch.equal(out, multi_scale_deformable_attn_fast(value, spatial, loc, attn))
+
+
+def test_probe_rejects_a_kernel_with_wrong_gradients():
+    class WrongBackward(_ReferenceAsKernel):
+        @staticmethod
+        def backward(ctx, grad):
+            grads = _ReferenceAsKernel.backward(ctx, grad)
+            return (grads[0], None, None, grads[3] * 0, grads[4], None)
+
+    assert msda.probe_kernel(_ReferenceAsKernel.apply, "cpu") is None
+    reason = msda.probe_kernel(WrongBackward.apply, "cpu")
+    assert reason is not None and reason.startswith("grad locations differs")
+    assert msda.probe_kernel(lambda *a: 1 / 0, "cpu") == "ZeroDivisionError: division by zero"
+
+
+def test_torch_ms_deform_attn_matches_the_reference_where_it_is_built(monkeypatch, fresh_kernel_lookup):
+    """The maintained compiled candidate (PyPI ``torch-ms-deform-attn``, built from source against the installed
+    torch): forward and gradients against the reference, on every device it has a kernel for here (CPU build
+    here; the CUDA build in tests/test_cuda.py)."""
+    tmsda = pytest.importorskip("torch_ms_deform_attn")
+    entry = next(c for c in msda.COMPILED_CANDIDATES if c[0] == "torch-ms-deform-attn")
+    assert msda.probe_kernel(tmsda.MSDeformAttnFunction.apply, "cpu") is None
+    _dispatch_on_cpu_like_cuda(monkeypatch, [entry])
+    shapes = [(12, 20), (6, 10), (3, 5), (2, 3)]
+    spatial, value, loc, attn = random_inputs(2, 51, 4, 8, shapes, num_points=4, seed=3)
+    upstream = torch.randn(2, 51, 32, generator=torch.Generator().manual_seed(9))
+    results = {}
+    for name in ("auto", "reference"):
+        msda.set_implementation(name)
+        try:
+            leaves = [t.detach().clone().requires_grad_() for t in (value, loc, attn)]
+            out = msda.multi_scale_deformable_attn(leaves[0], spatial, None, leaves[1], leaves[2])
+            (out * upstream).sum().backward()
+            results[name] = [out.detach()] + [t.grad for t in leaves]
+        finally:
+            msda.set_implementation(None)
+    assert msda.compiled_kernel_name("cpu") == "torch-ms-deform-attn"
+    for got, ref in zip(results["auto"], results["reference"]):
+        assert ref.abs().max() > 0
+        torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_spatial_shapes_tensor_carries_its_host_copy_and_is_cached():
+    spatial, starts = msda.spatial_shapes_tensor([(torch.tensor(6), 8), (3, 4), (2, 2)], "cpu")
+    assert spatial.dtype == starts.dtype == torch.long
+    assert spatial.tolist() == [[6, 8], [3, 4], [2, 2]] and starts.tolist() == [0, 48, 60]
+    again, starts_again = msda.spatial_shapes_tensor(((6, 8), (3, 4), (2, 2)), torch.device("cpu"))
+    assert again is spatial and starts_again is starts
+    assert msda.host_spatial_shapes(spatial) == [(6, 8), (3, 4), (2, 2)]
+    # a tensor built elsewhere is read back (the slow path), a sequence is taken as is
+    assert msda.host_spatial_shapes(torch.tensor([[5, 7]])) == [(5, 7)]
+    assert msda.host_spatial_shapes([(5, 7)]) == [(5, 7)]

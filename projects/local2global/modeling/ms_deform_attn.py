@@ -10,17 +10,25 @@ same function:
   path (tests compare against it) and is what detrex runs without its compiled extension.
 * :func:`multi_scale_deformable_attn_fast` -- the same function with a cheaper memory layout (see its
   docstring); pure PyTorch, differentiable, device-agnostic.
-* a compiled kernel (detrex's ``detrex._C`` through ``MultiScaleDeformableAttnFunction``, or mmcv's), used
-  for CUDA tensors when one is importable; silently skipped when none is (and always on CPU).
+* a compiled kernel (torch-ms-deform-attn's, detrex's ``_C`` or mmcv's, all with the signature of
+  ``MultiScaleDeformableAttnFunction.apply``), used for CUDA tensors when one passes its probe: each installed
+  candidate is run once on a tiny CUDA input, forward and backward, against the reference
+  (:func:`get_compiled_kernel`), because importing is not enough (current detrex imports without its ``_C`` and
+  fails in the first forward). A failing candidate costs one warning and the PyTorch path is used.
 
 Which one runs is decided at call time by :func:`get_implementation`: the module-level setting
 (:func:`set_implementation`) or, when unset, the environment variable ``L2G_MSDA_IMPL``:
 
-* ``"auto"`` (default): compiled kernel for CUDA tensors if available, else ``DEFAULT_PYTORCH_IMPL``
+* ``"auto"`` (default): a compiled kernel that passed its probe for CUDA tensors, else ``DEFAULT_PYTORCH_IMPL``
   (``"fast"``: measured 2.5x faster forward / 1.7x forward+backward on CPU; not yet timed on a GPU);
 * ``"reference"``: always the reference function (forces the oracle path everywhere);
 * ``"fast"``: always the fast pure-PyTorch function;
-* ``"compiled"``: the compiled kernel (raises if none is importable or the tensors are not on CUDA).
+* ``"compiled"``: the compiled kernel (raises, with every candidate's failure, if none works or the tensors are
+  not on CUDA).
+
+Level sizes are needed as Python ints. :func:`spatial_shapes_tensor` builds the ``(L, 2)`` device tensor once per
+input size and attaches the host copy to it, and :func:`host_spatial_shapes` reads that copy, so no attention
+call reads the sizes back from the device (a host synchronisation per call on CUDA).
 
 The layer always computes in float32: autocast is disabled inside and inputs/weights are cast to float32,
 so the result is float32 even under ``torch.autocast(dtype=bfloat16)``.
@@ -28,10 +36,12 @@ so the result is float32 even under ``torch.autocast(dtype=bfloat16)``.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import math
 import os
-from typing import Callable, List, Optional, Sequence, Tuple, Union
+from collections import OrderedDict
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -43,7 +53,12 @@ __all__ = [
     "multi_scale_deformable_attn_fast",
     "multi_scale_deformable_attn",
     "get_compiled_kernel",
+    "compiled_kernel_name",
+    "probe_kernel",
     "register_compiled_kernel",
+    "spatial_shapes_tensor",
+    "host_spatial_shapes",
+    "COMPILED_CANDIDATES",
     "set_implementation",
     "get_implementation",
     "IMPLEMENTATIONS",
@@ -86,9 +101,62 @@ def get_implementation() -> str:
     return name
 
 
-def _shape_list(spatial_shapes: SpatialShapes) -> List[Tuple[int, int]]:
-    """``(L, 2)`` tensor or sequence of ``(h, w)`` -> list of python int pairs."""
+#: Attribute under which :func:`spatial_shapes_tensor` stores the host copy on the device tensor it returns.
+_HOST_SHAPES_ATTR = "_l2g_host_shapes"
+#: Distinct ``(shapes, device)`` pairs whose device tensors are kept (a video has one input size; a test set a few).
+_SHAPES_CACHE_SIZE = 64
+_shapes_cache: "OrderedDict[Tuple[Tuple[Tuple[int, int], ...], str], Tuple[Tensor, Tensor]]" = OrderedDict()
+
+
+def spatial_shapes_tensor(shapes: Sequence[Tuple[int, int]], device: Union[str, torch.device, None] = None
+                          ) -> Tuple[Tensor, Tensor]:
+    """``spatial_shapes (L, 2)`` and ``level_start_index (L,)`` int64 tensors on ``device`` that carry their
+    Python values.
+
+    Why: the sampling functions need the level sizes as Python ints (to split and view the value tensor), and
+    reading them back from a CUDA tensor (``.tolist()``) is a host synchronisation that stalls the launch queue
+    once per attention call. The tensor returned here keeps the host copy (:func:`host_spatial_shapes` reads it
+    without touching the device). The pair is cached per ``(shapes, device)``, so building it again for every
+    frame costs no host-to-device copy either (a blocking copy from pageable memory synchronises the stream too).
+    The cached tensors are shared: callers must not modify them in place.
+
+    Args:
+        shapes: ``(h_l, w_l)`` per level (ints or 0-d tensors / ``torch.Size`` entries).
+        device: where the tensors live.
+
+    Returns:
+        ``(spatial_shapes, level_start_index)``.
+    """
+    host = tuple((int(h), int(w)) for h, w in shapes)
+    device = torch.device("cpu" if device is None else device)
+    key = (host, str(device))
+    cached = _shapes_cache.get(key)
+    if cached is not None:
+        _shapes_cache.move_to_end(key)
+        return cached
+    starts, total = [], 0
+    for h, w in host:
+        starts.append(total)
+        total += h * w
+    spatial = torch.tensor(host, dtype=torch.long, device=device).view(len(host), 2)
+    start_index = torch.tensor(starts, dtype=torch.long, device=device)
+    setattr(spatial, _HOST_SHAPES_ATTR, host)
+    _shapes_cache[key] = (spatial, start_index)
+    if len(_shapes_cache) > _SHAPES_CACHE_SIZE:
+        _shapes_cache.popitem(last=False)
+    return spatial, start_index
+
+
+def host_spatial_shapes(spatial_shapes: SpatialShapes) -> List[Tuple[int, int]]:
+    """``(L, 2)`` tensor or sequence of ``(h, w)`` -> list of Python int pairs.
+
+    A tensor from :func:`spatial_shapes_tensor` answers from its host copy; any other tensor is read back with
+    ``.tolist()`` (a host synchronisation on an accelerator).
+    """
     if isinstance(spatial_shapes, Tensor):
+        host = getattr(spatial_shapes, _HOST_SHAPES_ATTR, None)
+        if host is not None and len(host) == spatial_shapes.shape[0]:
+            return list(host)
         return [(int(h), int(w)) for h, w in spatial_shapes.tolist()]
     return [(int(h), int(w)) for h, w in spatial_shapes]
 
@@ -127,7 +195,7 @@ def multi_scale_deformable_attn_pytorch(value: Tensor, spatial_shapes: SpatialSh
     Returns:
         ``(B, Nq, H*Dh)`` heads concatenated along the channel dim.
     """
-    shapes = _shape_list(spatial_shapes)
+    shapes = host_spatial_shapes(spatial_shapes)
     _check_inputs(value, shapes, sampling_locations, attention_weights)
     batch, _, heads, head_dim = value.shape
     _, num_query, _, num_levels, num_points, _ = sampling_locations.shape
@@ -197,7 +265,7 @@ def multi_scale_deformable_attn_fast(value: Tensor, spatial_shapes: SpatialShape
 
     Args/Returns: as :func:`multi_scale_deformable_attn_pytorch`.
     """
-    shapes = _shape_list(spatial_shapes)
+    shapes = host_spatial_shapes(spatial_shapes)
     _check_inputs(value, shapes, sampling_locations, attention_weights)
     batch, num_value, heads, head_dim = value.shape
     _, num_query, _, num_levels, num_points, _ = sampling_locations.shape
@@ -271,55 +339,201 @@ def benchmark(num_threads: int = 2, reps: int = 5) -> List[str]:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Compiled-kernel hook
+# Compiled kernels: probed, not assumed
 # ----------------------------------------------------------------------------------------------------------
 # A compiled kernel is any callable ``fn(value, spatial_shapes, level_start_index, sampling_locations,
 # attention_weights, im2col_step) -> (B, Nq, H*Dh)`` (the signature of detrex's / mmcv's
-# ``MultiScaleDeformableAttnFunction.apply``). It is looked up once, lazily; a failed import is not an error.
-_compiled_kernel: Optional[Callable[..., Tensor]] = None
-_compiled_lookup_done = False
+# ``MultiScaleDeformableAttnFunction.apply`` and of torch-ms-deform-attn's ``MSDeformAttnFunction.apply``).
+#
+# Importing a candidate proves little: current detrex imports its ``_C`` extension inside a ``try`` at the
+# *bottom* of ``detrex/layers/multi_scale_deform_attn.py``, so an installed but uncompiled detrex imports fine and
+# its first forward raises ``NameError: name '_C' is not defined``; a ``_C`` built without CUDA imports and fails
+# on the first CUDA tensor. Each candidate is therefore run once on a tiny input of the device it is meant for
+# (forward and backward) and compared with the reference before it is adopted.
+
+#: ``(label, module, attribute)`` of the candidates, tried in this order; the first that passes its probe wins.
+#: torch-ms-deform-attn (PyPI, maintained, built against the installed torch: an sdist, so it needs a C++
+#: compiler and, for CUDA, nvcc at install time) comes first; detrex's ``_C`` and mmcv's ops follow.
+COMPILED_CANDIDATES: Tuple[Tuple[str, str, str], ...] = (
+    ("torch-ms-deform-attn", "torch_ms_deform_attn", "MSDeformAttnFunction"),
+    ("detrex", "detrex.layers.multi_scale_deform_attn", "MultiScaleDeformableAttnFunction"),
+    ("mmcv", "mmcv.ops.multi_scale_deform_attn", "MultiScaleDeformableAttnFunction"),
+)
+#: Device types whose tensors are sent to a compiled kernel by ``"auto"`` / ``"compiled"``. CPU is not among them
+#: (the pure-PyTorch paths are the CPU implementation); tests add ``"cpu"`` to exercise the dispatch.
+COMPILED_DEVICE_TYPES: Tuple[str, ...] = ("cuda",)
+#: Probe tolerance (float32; the kernels sum the ``L*P`` terms in their own order, ~1e-6 apart on the probe).
+PROBE_ATOL = 1e-4
+PROBE_RTOL = 1e-4
+#: Probe input: 2 levels of 3x4 and 2x2, 2 heads of 4 channels, 5 queries, 2 points (locations partly outside
+#: the maps, to exercise the zero padding), fixed seed.
+_PROBE_SHAPES = ((3, 4), (2, 2))
+_PROBE_DIMS = {"batch": 1, "heads": 2, "head_dim": 4, "queries": 5, "points": 2}
+_PROBE_SEED = 0
+
+# device type -> (label, kernel) after the lookup; (None, None) when nothing passed.
+_compiled_kernels: Dict[str, Tuple[Optional[str], Optional[Callable[..., Tensor]]]] = {}
+# device type -> "label: reason" of every candidate that was importable but failed (for errors / reports).
+_probe_failures: Dict[str, List[str]] = {}
+_registered_kernel: Optional[Callable[..., Tensor]] = None
+_fallback_warned = False
 
 
 def register_compiled_kernel(fn: Optional[Callable[..., Tensor]]) -> None:
     """Install (or with ``None`` remove) a compiled kernel with ``MultiScaleDeformableAttnFunction.apply``'s
     signature ``fn(value, spatial_shapes, level_start_index, sampling_locations, attention_weights, im2col_step)``.
+
+    A registered kernel is trusted (not probed) and used for every device type in :data:`COMPILED_DEVICE_TYPES`;
+    ``None`` removes it and forgets earlier lookups, so the next call probes the candidates again.
     """
-    global _compiled_kernel, _compiled_lookup_done
-    _compiled_kernel = fn
-    _compiled_lookup_done = True
+    global _registered_kernel
+    _registered_kernel = fn
+    _compiled_kernels.clear()
+    _probe_failures.clear()
 
 
-def get_compiled_kernel() -> Optional[Callable[..., Tensor]]:
-    """The compiled CUDA kernel if one is importable (detrex's ``_C`` first, then mmcv's), else ``None``."""
-    global _compiled_kernel, _compiled_lookup_done
-    if _compiled_lookup_done:
-        return _compiled_kernel
-    _compiled_lookup_done = True
-    candidates = (
-        ("detrex.layers.multi_scale_deform_attn", "MultiScaleDeformableAttnFunction"),
-        ("mmcv.ops.multi_scale_deform_attn", "MultiScaleDeformableAttnFunction"),
-    )
-    for module_name, attr in candidates:
-        try:
-            module = __import__(module_name, fromlist=[attr])
-            function = getattr(module, attr)
-        except Exception as exc:  # ImportError, missing compiled extension, broken optional deps ...
-            logger.debug("compiled deformable-attention kernel %s.%s unavailable: %s", module_name, attr, exc)
-            continue
-        _compiled_kernel = function.apply
-        logger.info("using compiled multi-scale deformable attention kernel from %s", module_name)
-        return _compiled_kernel
+def _probe_inputs(device: torch.device) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """The probe's ``value, spatial_shapes, level_start_index, sampling_locations, attention_weights``."""
+    gen = torch.Generator().manual_seed(_PROBE_SEED)
+    d = _PROBE_DIMS
+    levels = len(_PROBE_SHAPES)
+    num_value = sum(h * w for h, w in _PROBE_SHAPES)
+    value = torch.randn(d["batch"], num_value, d["heads"], d["head_dim"], generator=gen)
+    loc = torch.rand(d["batch"], d["queries"], d["heads"], levels, d["points"], 2, generator=gen) * 1.4 - 0.2
+    attn = torch.rand(d["batch"], d["queries"], d["heads"], levels * d["points"], generator=gen).softmax(-1)
+    attn = attn.view(d["batch"], d["queries"], d["heads"], levels, d["points"])
+    shapes = torch.tensor(_PROBE_SHAPES, dtype=torch.long)
+    starts = torch.cat((shapes.new_zeros(1), shapes.prod(1).cumsum(0)[:-1]))
+    return tuple(t.to(device) for t in (value, shapes, starts, loc, attn))  # type: ignore[return-value]
+
+
+def probe_kernel(fn: Callable[..., Tensor], device: Union[str, torch.device]) -> Optional[str]:
+    """Run ``fn`` once on a tiny input on ``device`` and compare it with the reference, forward and backward.
+
+    Args:
+        fn: a kernel with ``MultiScaleDeformableAttnFunction.apply``'s signature.
+        device: where the kernel is meant to run (the probe's tensors live there).
+
+    Returns:
+        ``None`` when output and the gradients of value, locations and weights match the reference within
+        :data:`PROBE_ATOL` / :data:`PROBE_RTOL`; else the reason (the exception, or the largest deviation).
+    """
+    device = torch.device(device)
+    results = {}
+    try:
+        value, shapes, starts, loc, attn = _probe_inputs(device)
+        with torch.enable_grad(), torch.autocast(device_type=device.type, enabled=False):
+            for name, run in (("kernel", lambda v, l, a: fn(v, shapes, starts, l, a, 64)),
+                              ("reference", lambda v, l, a: multi_scale_deformable_attn_pytorch(
+                                  v, _PROBE_SHAPES, l, a))):
+                leaves = [t.detach().clone().requires_grad_() for t in (value, loc, attn)]
+                out = run(*leaves)
+                # A fixed upstream gradient that differs per element (a sum() would hide transposed outputs).
+                upstream = torch.linspace(-1.0, 1.0, out.numel(), device=device).view_as(out)
+                (out * upstream).sum().backward()
+                results[name] = [out.detach()] + [t.grad for t in leaves]
+    except Exception as exc:  # NameError (detrex without _C), RuntimeError (no CUDA build), ...
+        return f"{type(exc).__name__}: {exc}"
+    for what, got, ref in zip(("output", "grad value", "grad locations", "grad weights"),
+                              results["kernel"], results["reference"]):
+        if got is None or got.shape != ref.shape:
+            return f"{what}: shape {None if got is None else tuple(got.shape)}, expected {tuple(ref.shape)}"
+        if not torch.allclose(got.float(), ref, atol=PROBE_ATOL, rtol=PROBE_RTOL):
+            return f"{what} differs from the reference by up to {(got.float() - ref).abs().max().item():.3g}"
     return None
 
 
-def multi_scale_deformable_attn(value: Tensor, spatial_shapes: Tensor, level_start_index: Optional[Tensor],
+def _not_installed(exc: BaseException, module_name: str) -> bool:
+    """``True`` when ``exc`` only says that the candidate (or a parent package of it) is not installed: that is
+    the normal case and worth no warning, unlike a candidate that is installed but broken (``detrex._C`` missing
+    in older detrex raises ImportError from *inside* the module)."""
+    if not isinstance(exc, ModuleNotFoundError) or exc.name is None:
+        return False
+    parts = module_name.split(".")
+    return exc.name in {".".join(parts[:i]) for i in range(1, len(parts) + 1)}
+
+
+def get_compiled_kernel(device: Union[str, torch.device, None] = None) -> Optional[Callable[..., Tensor]]:
+    """The compiled kernel for ``device`` that passed its probe, or ``None`` (looked up once per device type).
+
+    The candidates of :data:`COMPILED_CANDIDATES` are imported and probed (:func:`probe_kernel`) in order; the
+    first that reproduces the reference is adopted. When an installed candidate fails (import error from inside
+    the package, exception in its forward or backward, wrong numbers), one warning per process says why and that
+    the pure-PyTorch implementation is used instead; candidates that are simply not installed are skipped quietly.
+
+    Args:
+        device: the device the kernel will run on; ``None`` means ``"cuda"``.
+
+    Returns:
+        ``fn(value, spatial_shapes, level_start_index, sampling_locations, attention_weights, im2col_step)`` or
+        ``None``.
+    """
+    global _fallback_warned
+    device_type = torch.device("cuda" if device is None else device).type
+    if _registered_kernel is not None:
+        return _registered_kernel
+    if device_type in _compiled_kernels:
+        return _compiled_kernels[device_type][1]
+    probe_device = torch.device(device_type) if device is None else torch.device(device)
+    if probe_device.type == "cuda" and not torch.cuda.is_available():
+        _compiled_kernels[device_type] = (None, None)
+        _probe_failures[device_type] = ["CUDA is not available"]
+        return None
+    failures: List[str] = []
+    chosen: Tuple[Optional[str], Optional[Callable[..., Tensor]]] = (None, None)
+    for label, module_name, attr in COMPILED_CANDIDATES:
+        try:
+            module = importlib.import_module(module_name)
+            function = getattr(module, attr)
+        except Exception as exc:  # ImportError, broken optional dependencies, missing attribute ...
+            if _not_installed(exc, module_name):
+                logger.debug("deformable-attention kernel %s not installed (%s)", label, exc)
+            else:
+                failures.append(f"{label}: import failed ({type(exc).__name__}: {exc})")
+            continue
+        reason = probe_kernel(function.apply, probe_device)
+        if reason is None:
+            chosen = (label, function.apply)
+            logger.info("using the compiled multi-scale deformable attention kernel of %s on %s (probe passed)",
+                        label, device_type)
+            break
+        failures.append(f"{label}: probe on {device_type} failed ({reason})")
+    _compiled_kernels[device_type] = chosen
+    _probe_failures[device_type] = failures
+    if failures and not _fallback_warned:
+        _fallback_warned = True
+        fallback = chosen[0] if chosen[0] is not None else f"the PyTorch implementation {DEFAULT_PYTORCH_IMPL!r}"
+        logger.warning("compiled deformable-attention kernel not used: %s; using %s instead",
+                       "; ".join(failures), fallback)
+    return chosen[1]
+
+
+def compiled_kernel_name(device: Union[str, torch.device, None] = None) -> Optional[str]:
+    """Label of the kernel :func:`get_compiled_kernel` adopted for ``device`` (``"registered"`` for one installed
+    by :func:`register_compiled_kernel`), or ``None``. Runs the lookup if it has not run yet."""
+    if _registered_kernel is not None:
+        return "registered"
+    get_compiled_kernel(device)
+    return _compiled_kernels[torch.device("cuda" if device is None else device).type][0]
+
+
+def _reset_compiled_lookup() -> None:
+    """Forget the lookups and the warning (tests)."""
+    global _fallback_warned
+    _compiled_kernels.clear()
+    _probe_failures.clear()
+    _fallback_warned = False
+
+
+def multi_scale_deformable_attn(value: Tensor, spatial_shapes: SpatialShapes, level_start_index: Optional[Tensor],
                                 sampling_locations: Tensor, attention_weights: Tensor,
                                 im2col_step: int = 64) -> Tensor:
     """Dispatch to the implementation selected by :func:`get_implementation` (shapes as the reference).
 
     Args:
         value: ``(B, S, H, Dh)``.
-        spatial_shapes: ``(L, 2)`` int64 tensor.
+        spatial_shapes: ``(L, 2)`` int64 tensor (from :func:`spatial_shapes_tensor` it carries its host copy, so
+            the PyTorch paths need no device-to-host copy) or a sequence of ``(h, w)``.
         level_start_index: ``(L,)`` int64 (needed by compiled kernels only; derived when ``None``).
         sampling_locations: ``(B, Nq, H, L, P, 2)``.
         attention_weights: ``(B, Nq, H, L, P)``.
@@ -334,18 +548,22 @@ def multi_scale_deformable_attn(value: Tensor, spatial_shapes: Tensor, level_sta
     if name == "fast":
         return multi_scale_deformable_attn_fast(value, spatial_shapes, sampling_locations, attention_weights)
     if name in ("auto", "compiled"):
-        kernel = get_compiled_kernel() if value.is_cuda else None
+        kernel = get_compiled_kernel(value.device) if value.device.type in COMPILED_DEVICE_TYPES else None
         if kernel is not None:
-            if not isinstance(spatial_shapes, Tensor):
-                spatial_shapes = torch.as_tensor(spatial_shapes, dtype=torch.long, device=value.device)
-            if level_start_index is None:
-                sizes = spatial_shapes.prod(1)
-                level_start_index = torch.cat((sizes.new_zeros(1), sizes.cumsum(0)[:-1]))
+            if not isinstance(spatial_shapes, Tensor) or level_start_index is None:
+                host = host_spatial_shapes(spatial_shapes)
+                spatial_shapes, derived_start = spatial_shapes_tensor(host, value.device)
+                level_start_index = derived_start if level_start_index is None else level_start_index
             return kernel(value.contiguous(), spatial_shapes, level_start_index,
                           sampling_locations.contiguous(), attention_weights.contiguous(), im2col_step)
         if name == "compiled":
-            raise RuntimeError("L2G_MSDA_IMPL='compiled' but no compiled deformable-attention kernel is "
-                               f"importable for a {value.device} tensor (install detrex's _C or mmcv)")
+            if value.device.type not in COMPILED_DEVICE_TYPES:
+                failures = [f"compiled kernels are used for {'/'.join(COMPILED_DEVICE_TYPES)} tensors only"]
+            else:
+                failures = _probe_failures.get(value.device.type) or [
+                    "none of " + ", ".join(c[0] for c in COMPILED_CANDIDATES) + " is installed"]
+            raise RuntimeError(f"{ENV_VAR}='compiled' but no compiled deformable-attention kernel works for a "
+                               f"{value.device} tensor: " + "; ".join(failures))
     impl = multi_scale_deformable_attn_fast if DEFAULT_PYTORCH_IMPL == "fast" else multi_scale_deformable_attn_pytorch
     return impl(value, spatial_shapes, sampling_locations, attention_weights)
 
@@ -477,7 +695,9 @@ class MultiScaleDeformableAttention(nn.Module):
             batch, num_query, _ = query.shape
             _, num_value, _ = value.shape
             if not isinstance(spatial_shapes, Tensor):
-                spatial_shapes = torch.as_tensor(spatial_shapes, dtype=torch.long, device=value.device)
+                spatial_shapes, derived_start = spatial_shapes_tensor(host_spatial_shapes(spatial_shapes),
+                                                                      value.device)
+                level_start_index = derived_start if level_start_index is None else level_start_index
             if spatial_shapes.shape[0] != self.num_levels:
                 raise ValueError(f"spatial_shapes has {spatial_shapes.shape[0]} levels, layer expects "
                                  f"num_levels={self.num_levels}")

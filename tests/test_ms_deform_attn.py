@@ -516,3 +516,42 @@ def test_spatial_shapes_tensor_carries_its_host_copy_and_is_cached():
     # a tensor built elsewhere is read back (the slow path), a sequence is taken as is
     assert msda.host_spatial_shapes(torch.tensor([[5, 7]])) == [(5, 7)]
     assert msda.host_spatial_shapes([(5, 7)]) == [(5, 7)]
+
+
+def test_encoder_and_decoder_read_no_level_shape_back_from_the_device(monkeypatch, maskdino_reference_dir):
+    """The pixel encoder's and the decoder's forward take the level sizes from the host copy: not one
+    ``.tolist()`` / ``.item()`` (each a host synchronisation on CUDA) in the whole encoder + decoder step."""
+    import json
+
+    from detectron2.layers import ShapeSpec
+
+    from local2global.modeling.decoder import MaskDINODecoder
+    from local2global.modeling.pixel_decoder import MaskDINOEncoder
+
+    cfg = json.loads((maskdino_reference_dir / "tiny_config.json").read_text())["resolved_config"]
+    enc_kwargs = {k: v for k, v in cfg["sem_seg_head"]["pixel_decoder"].items() if k != "_target_"}
+    enc_kwargs["input_shape"] = {name: ShapeSpec(channels=s["channels"], stride=s["stride"])
+                                 for name, s in enc_kwargs["input_shape"].items()}
+    dec_kwargs = {k: v for k, v in cfg["sem_seg_head"]["transformer_predictor"].items() if k != "_target_"}
+    torch.manual_seed(0)
+    encoder, decoder = MaskDINOEncoder(**enc_kwargs).eval(), MaskDINODecoder(**dec_kwargs).eval()
+    size = 64
+    features = {name: torch.randn(1, spec.channels, size // spec.stride, size // spec.stride)
+                for name, spec in enc_kwargs["input_shape"].items()}
+    reads = []
+    for method in ("tolist", "item"):
+        original = getattr(torch.Tensor, method)
+
+        def counting(self, *args, _original=original, _method=method, **kwargs):
+            reads.append((_method, tuple(self.shape)))
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, method, counting)
+    with torch.no_grad():
+        mask_features, multi_scale = encoder.forward_features(features)
+        bundle = decoder.prepare_memory(multi_scale)
+        output_memory, _, coords = decoder.encode_tokens(bundle)
+        num = 7
+        out = decoder.decode(output_memory[:, :num], coords[:, :num].clamp(-5, 5), bundle, mask_features)
+    assert out.pred_masks[-1].shape[:2] == (1, num)
+    assert reads == []

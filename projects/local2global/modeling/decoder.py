@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from .box_ops import box_sine_embedding, box_xyxy_to_cxcywh, inverse_sigmoid, mask2box
 from .deformable_decoder import MLP, DeformableTransformerDecoder, DeformableTransformerDecoderLayer
 from .denoising import dn_post_process, prepare_for_dn
+from .ms_deform_attn import host_spatial_shapes, spatial_shapes_tensor
 from .query_selection import SelectedQueries, TopKQuerySelector
 
 __all__ = ["MaskDINODecoder", "MemoryBundle", "DecoderOutput", "gen_encoder_output_proposals",
@@ -122,7 +123,7 @@ def gen_encoder_output_proposals(memory: Tensor, padding_mask: Tensor, spatial_s
     batch = memory.shape[0]
     proposals = []
     start = 0
-    for lvl, (h, w) in enumerate(spatial_shapes.tolist()):
+    for lvl, (h, w) in enumerate(host_spatial_shapes(spatial_shapes)):
         level_mask = padding_mask[:, start:start + h * w].view(batch, h, w)
         valid_h = (~level_mask[:, :, 0]).sum(1).to(torch.float32)
         valid_w = (~level_mask[:, 0, :]).sum(1).to(torch.float32)
@@ -299,8 +300,8 @@ class MaskDINODecoder(nn.Module):
             valid_w = (~m[:, 0, :]).sum(1).float() / w
             ratios.append(torch.stack([valid_w, valid_h], dim=-1))
         memory = torch.cat(tokens, dim=1)
-        spatial_shapes = torch.as_tensor(shapes, dtype=torch.long, device=memory.device)
-        level_start_index = torch.cat([spatial_shapes.new_zeros((1,)), spatial_shapes.prod(1).cumsum(0)[:-1]])
+        # Built from the Python sizes (cached per size and device) and carrying them: no host sync downstream.
+        spatial_shapes, level_start_index = spatial_shapes_tensor(shapes, memory.device)
         return MemoryBundle(memory=memory, spatial_shapes=spatial_shapes, level_start_index=level_start_index,
                             valid_ratios=torch.stack(ratios, dim=1), padding_mask=torch.cat(flat_masks, dim=1))
 

@@ -13,12 +13,10 @@ import torch
 from torch import Tensor, nn
 
 from .activation import get_activation
-from .ms_deform_attn import MultiScaleDeformableAttention
+from .ms_deform_attn import MultiScaleDeformableAttention, host_spatial_shapes, spatial_shapes_tensor
 
 __all__ = ["DeformableEncoderLayer", "DeformableEncoder", "DeformableTransformerEncoderOnly",
            "encoder_reference_points", "valid_ratio"]
-
-
 
 
 class DeformableEncoderLayer(nn.Module):
@@ -110,8 +108,13 @@ class DeformableEncoder(nn.Module):
 
     def forward(self, src: Tensor, spatial_shapes: Tensor, level_start_index: Tensor, valid_ratios: Tensor,
                 pos: Optional[Tensor] = None, padding_mask: Optional[Tensor] = None) -> Tensor:
-        """``(B, S, D)`` -> ``(B, S, D)`` through all layers (shapes as :class:`DeformableEncoderLayer`)."""
-        shapes = [(int(h), int(w)) for h, w in spatial_shapes.tolist()]
+        """``(B, S, D)`` -> ``(B, S, D)`` through all layers (shapes as :class:`DeformableEncoderLayer`).
+
+        ``spatial_shapes`` from :func:`~local2global.modeling.ms_deform_attn.spatial_shapes_tensor` (as
+        :class:`DeformableTransformerEncoderOnly` builds it) carries its host copy: no device read-back here or in
+        the layers.
+        """
+        shapes = host_spatial_shapes(spatial_shapes)
         reference_points = encoder_reference_points(shapes, valid_ratios)
         out = src
         for layer in self.layers:
@@ -175,15 +178,15 @@ class DeformableTransformerEncoderOnly(nn.Module):
                      for x in srcs]
         tokens, token_masks, token_pos, shapes = [], [], [], []
         for lvl, (src, mask, pos) in enumerate(zip(srcs, masks, pos_embeds)):
-            shapes.append(src.shape[-2:])
+            shapes.append((int(src.shape[-2]), int(src.shape[-1])))
             tokens.append(src.flatten(2).transpose(1, 2))
             token_masks.append(mask.flatten(1))
             token_pos.append(pos.flatten(2).transpose(1, 2) + self.level_embed[lvl].view(1, 1, -1))
         src_flat = torch.cat(tokens, 1)
         mask_flat = torch.cat(token_masks, 1)
         pos_flat = torch.cat(token_pos, 1)
-        spatial_shapes = torch.as_tensor([tuple(s) for s in shapes], dtype=torch.long, device=src_flat.device)
-        level_start_index = torch.cat((spatial_shapes.new_zeros((1,)), spatial_shapes.prod(1).cumsum(0)[:-1]))
+        # Built from the Python sizes (cached per size and device) and carrying them: no host sync downstream.
+        spatial_shapes, level_start_index = spatial_shapes_tensor(shapes, src_flat.device)
         valid_ratios = torch.stack([valid_ratio(m) for m in masks], 1)
         memory = self.encoder(src_flat, spatial_shapes, level_start_index, valid_ratios, pos_flat, mask_flat)
         return memory, spatial_shapes, level_start_index

@@ -263,8 +263,33 @@ class HungarianMatcher(nn.Module):
         if cost.numel() == 0:
             empty = torch.zeros(0, dtype=torch.int64)
             return empty, empty.clone()
-        rows, cols = linear_sum_assignment(cost.detach().float().cpu())  # numpy has no bf16
+        return HungarianMatcher._assign_on_host(cost.detach().float().cpu())  # numpy has no bf16
+
+    @staticmethod
+    def _assign_on_host(cost: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """scipy's assignment of a float32 CPU cost ``(N, M)`` as two int64 tensors."""
+        if cost.numel() == 0:
+            empty = torch.zeros(0, dtype=torch.int64)
+            return empty, empty.clone()
+        rows, cols = linear_sum_assignment(cost)
         return torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64)
+
+    @staticmethod
+    def solve_batch(costs: Sequence[torch.Tensor]) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+        """:meth:`solve` of every ``(N_b, M_b)`` cost, with one device-to-host copy for the whole batch.
+
+        Each ``.cpu()`` of a CUDA tensor waits for the device (a host synchronisation), so the costs are
+        flattened, concatenated on their device and copied once; the assignments are those of :meth:`solve`
+        image by image (same values, float32, same scipy call).
+        """
+        if not costs:
+            return []
+        flat = [c.detach().float().reshape(-1) for c in costs]
+        host = torch.cat(flat).cpu() if len(flat) > 1 else flat[0].cpu()
+        out = []
+        for cost, piece in zip(costs, host.split([f.numel() for f in flat])):
+            out.append(HungarianMatcher._assign_on_host(piece.view(cost.shape)))
+        return out
 
     @torch.no_grad()
     def forward(
@@ -286,7 +311,7 @@ class HungarianMatcher(nn.Module):
             per image ``(pred_idx, tgt_idx)`` int64 CPU tensors of length ``min(N, M)``, prediction
             indices in ascending order (scipy's row order), as detrex.
         """
-        indices = []
+        costs = []
         for b in range(outputs["pred_logits"].shape[0]):
             tgt = targets[b]
             total = self.cost_matrix(
@@ -299,8 +324,8 @@ class HungarianMatcher(nn.Module):
                 cost=cost,
                 generator=generator,
             )
-            indices.append(self.solve(total))
-        return indices
+            costs.append(total)
+        return self.solve_batch(costs)  # one host copy for the batch, not one per image
 
     def extra_repr(self) -> str:
         return (

@@ -30,6 +30,7 @@ from detectron2.layers import Conv2d, ShapeSpec, get_norm
 from torch import Tensor, nn
 
 from .deformable_encoder import DeformableTransformerEncoderOnly
+from .ms_deform_attn import host_spatial_shapes
 from .position_encoding import PositionEmbeddingSine
 
 __all__ = ["MaskDINOEncoder"]
@@ -207,9 +208,9 @@ class MaskDINOEncoder(nn.Module):
 
         memory, spatial_shapes, level_start_index = self.transformer(srcs, masks, pos)
         batch = memory.shape[0]
-        sizes = [int(h) * int(w) for h, w in spatial_shapes.tolist()]
-        out = [z.transpose(1, 2).reshape(batch, -1, int(h), int(w))
-               for z, (h, w) in zip(memory.split(sizes, dim=1), spatial_shapes.tolist())]
+        shapes = host_spatial_shapes(spatial_shapes)  # the host copy the encoder attached: no device read-back
+        sizes = [h * w for h, w in shapes]
+        out = [z.transpose(1, 2).reshape(batch, -1, h, w) for z, (h, w) in zip(memory.split(sizes, dim=1), shapes)]
 
         for idx, name in enumerate(self.in_features[:self.num_fpn_levels][::-1]):
             lateral = self.lateral_convs[idx](features[name].float())

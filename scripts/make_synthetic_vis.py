@@ -1,10 +1,12 @@
 #!/usr/bin/env python
-"""Write the built-in synthetic YouTube-VIS dataset (frames + train.json / valid.json with ground truth).
+"""Write the built-in synthetic YouTube-VIS dataset (frames + train.json / valid.json with ground truth, and
+the per-video tags train_tags.json / valid_tags.json; see docs/SYNTHETIC.md).
 
 Example::
 
     python scripts/make_synthetic_vis.py --output datasets/synthetic_vis --seed 0
     python scripts/make_synthetic_vis.py --output /tmp/syn --num-train 4 --num-valid 2 --mask-format polygon
+    python scripts/make_synthetic_vis.py --output /tmp/syn_hard --num-train 0 --num-valid 200 --hard
 """
 
 import argparse
@@ -37,6 +39,9 @@ def main(argv=None) -> int:
     p.add_argument("--max-objects", type=int, default=d.max_objects)
     p.add_argument("--mask-format", choices=MASK_FORMATS, default=d.mask_format)
     p.add_argument("--jpeg-quality", type=int, default=d.jpeg_quality)
+    p.add_argument("--hard", action="store_true",
+                   help="hard mode: look-alike crossings, long occlusions, camera jumps, long videos")
+    p.add_argument("--no-tags", action="store_true", help="do not write the tags sidecars")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -44,7 +49,7 @@ def main(argv=None) -> int:
         args.output, overwrite=args.overwrite, seed=args.seed, num_train=args.num_train, num_valid=args.num_valid,
         height=args.height, width=args.width, min_length=args.min_length, max_length=args.max_length,
         num_long=args.num_long, long_length=args.long_length, max_objects=args.max_objects,
-        mask_format=args.mask_format, jpeg_quality=args.jpeg_quality,
+        mask_format=args.mask_format, jpeg_quality=args.jpeg_quality, hard=args.hard, write_tags=not args.no_tags,
     )
     print(json.dumps(stamp["stats"], indent=1))
     return 0

@@ -204,10 +204,10 @@ def test_interrupted_generation_leaves_nothing_that_looks_complete(tmp_path, mon
     kwargs = dict(SMALL, num_train=2, num_valid=1, num_long=0)
     real = synthetic._write_split
 
-    def crash_on_valid(tmp_root, split, cfg, split_seed):
+    def crash_on_valid(tmp_root, split, cfg, split_seed, **split_kwargs):
         if split == "valid":
             raise KeyboardInterrupt("simulated interruption")
-        return real(tmp_root, split, cfg, split_seed)
+        return real(tmp_root, split, cfg, split_seed, **split_kwargs)
 
     monkeypatch.setattr(synthetic, "_write_split", crash_on_valid)
     with pytest.raises(KeyboardInterrupt):
@@ -247,11 +247,11 @@ def test_concurrent_callers_keep_the_first_complete_dataset(tmp_path, monkeypatc
     real = synthetic._write_split
     state = {"raced": False}
 
-    def competitor_finishes_first(tmp_root, split, cfg, split_seed):
+    def competitor_finishes_first(tmp_root, split, cfg, split_seed, **split_kwargs):
         if not state["raced"]:
             state["raced"] = True
             make_synthetic_vis(root, **kwargs)  # another process completes while we are still writing
-        return real(tmp_root, split, cfg, split_seed)
+        return real(tmp_root, split, cfg, split_seed, **split_kwargs)
 
     monkeypatch.setattr(synthetic, "_write_split", competitor_finishes_first)
     assert ensure_synthetic_vis(root, **kwargs) == os.path.abspath(root)

@@ -9,9 +9,16 @@
     # your own grid: the cartesian product of --grid options, or a YAML file
     python scripts/sweep.py --grid model.aligner.dim_feedforward=64,128 --grid optimizer.lr=1e-4,2e-4 ...
     python scripts/sweep.py --grid-file my_grid.yaml ...
+    # a tracker table: one row per config file (rows may differ in their tracker, recipe, anything)
+    python scripts/sweep.py --configs configs/trackers/minvis_tiny_synthetic.py configs/local2global_tiny_synthetic.py \
+        --out output/trackers train.init_checkpoint=output/demo/warmup/model_final.pth
 
-A grid YAML has ``grid: {key: [values...]}`` (cartesian product) and/or ``runs: {run_name: [overrides...]}``,
-and optionally ``overrides: [...]`` applied to every run. Trailing ``key=value`` arguments are applied to every run
+A grid YAML has ``grid: {key: [values...]}`` (cartesian product) and/or ``runs: {run_name: [overrides...]}``
+(or ``{run_name: {config: path, overrides: [...]}}`` for a row with its own config file), and optionally
+``overrides: [...]`` applied to every run. ``--configs`` makes one row per config file (named after the file).
+A row whose config has ``train.eval_only = True`` (a training-free tracker such as MinVIS on a given segmenter
+checkpoint) is evaluated with ``--eval-only`` instead of trained; it counts as finished once its
+``eval_results.json`` exists. Trailing ``key=value`` arguments are applied to every run
 too. Every run writes into ``<out>/<run_name>/``; a run that already finished (``last_checkpoint`` names
 ``model_final.pth`` and its metrics hold the final evaluation) is skipped, an interrupted one is resumed
 (``--resume``). All overrides are checked against the config (strict keys) before anything starts.
@@ -83,6 +90,10 @@ def run_name_for(overrides: Sequence[str]) -> str:
     return re.sub(r"[^A-Za-z0-9_.=-]+", "_", name)
 
 
+#: A sweep row: (run name, overrides, config file or None for the sweep's ``--config-file``).
+Run = Tuple[str, List[str], Optional[str]]
+
+
 def grid_runs(grid: "OrderedDict[str, List]") -> List[Tuple[str, List[str]]]:
     """Cartesian product of ``{key: [values]}`` as ``(run name, overrides)``."""
     keys = list(grid)
@@ -124,7 +135,17 @@ def _split_top_level(text: str) -> List[str]:
     return out
 
 
-def load_grid_file(path: str) -> Tuple[List[Tuple[str, List[str]]], List[str]]:
+def config_runs(paths: Sequence[str]) -> List[Run]:
+    """One row per config file, named after the file (``configs/trackers/minvis_tiny.py`` -> ``minvis_tiny``)."""
+    runs = []
+    for path in paths:
+        if not os.path.isfile(path):
+            raise SystemExit(f"sweep: --configs {path!r}: no such file")
+        runs.append((os.path.splitext(os.path.basename(path))[0], [], path))
+    return runs
+
+
+def load_grid_file(path: str) -> Tuple[List[Run], List[str]]:
     """Runs and common overrides of a grid YAML (see the module docstring)."""
     import yaml
 
@@ -135,17 +156,26 @@ def load_grid_file(path: str) -> Tuple[List[Tuple[str, List[str]]], List[str]]:
     unknown = set(spec) - {"grid", "runs", "overrides", "name"}
     if unknown:
         raise ValueError(f"{path}: unknown top-level keys {sorted(unknown)} (grid, runs, overrides, name)")
-    runs = []
+    runs: List[Run] = []
     if spec.get("grid"):
-        runs += grid_runs(OrderedDict((k, list(v) if isinstance(v, list) else [v]) for k, v in spec["grid"].items()))
-    for name, overrides in (spec.get("runs") or {}).items():
-        runs.append((str(name), [str(o) for o in (overrides or [])]))
+        runs += [(n, o, None) for n, o in
+                 grid_runs(OrderedDict((k, list(v) if isinstance(v, list) else [v]) for k, v in spec["grid"].items()))]
+    for name, row in (spec.get("runs") or {}).items():
+        if isinstance(row, dict):
+            unknown_row = set(row) - {"config", "overrides"}
+            if unknown_row:
+                raise ValueError(f"{path}: run {name!r}: unknown keys {sorted(unknown_row)} (config, overrides)")
+            runs.append((str(name), [str(o) for o in (row.get("overrides") or [])], row.get("config")))
+        else:
+            runs.append((str(name), [str(o) for o in (row or [])], None))
     return runs, [str(o) for o in (spec.get("overrides") or [])]
 
 
 # ------------------------------------------------------------------------------------------------ run state
-def is_finished(run_dir: str) -> bool:
-    """``last_checkpoint`` names the final model and the final evaluation was written."""
+def is_finished(run_dir: str, eval_only: bool = False) -> bool:
+    """``last_checkpoint`` names the final model and the final evaluation was written (eval-only rows: the latter)."""
+    if eval_only:
+        return os.path.isfile(os.path.join(run_dir, "eval_results.json")) and read_final_metrics(run_dir) is not None
     marker = os.path.join(run_dir, "last_checkpoint")
     if not os.path.isfile(marker):
         return False
@@ -155,25 +185,37 @@ def is_finished(run_dir: str) -> bool:
         read_final_metrics(run_dir) is not None
 
 
-def validate_overrides(config_file: str, runs: Sequence[Tuple[str, List[str]]], common: Sequence[str]) -> None:
-    """Fail before the first run if any run's overrides name an unknown key or a bad value."""
+def validate_overrides(config_file: Optional[str], runs: Sequence[Run], common: Sequence[str]) -> Dict[str, bool]:
+    """Fail before the first run if any run's overrides name an unknown key or a bad value.
+
+    Returns:
+        ``{run name: eval_only}``: rows whose config (after overrides) has ``train.eval_only = True``.
+    """
     from detectron2.config import LazyConfig
 
     from local2global.engine.overrides import apply_overrides_strict
 
-    for name, overrides in runs:
-        cfg = LazyConfig.load(config_file)
+    eval_only = {}
+    for name, overrides, cfg_file in runs:
+        path = cfg_file or config_file
+        if path is None:
+            raise SystemExit(f"sweep: run {name!r} has no config file: give --config-file")
+        cfg = LazyConfig.load(path)
         try:
             apply_overrides_strict(cfg, list(common) + list(overrides))
         except Exception as e:
             raise SystemExit(f"sweep: run {name!r}: {e}") from e
+        eval_only[name] = bool(cfg.train.get("eval_only", False))
+    return eval_only
 
 
-def run_one(args, name: str, overrides: List[str], common: List[str]) -> int:
+def run_one(args, name: str, overrides: List[str], common: List[str], config_file: Optional[str] = None,
+            eval_only: bool = False) -> int:
     run_dir = os.path.join(args.out, name)
     os.makedirs(run_dir, exist_ok=True)
-    cmd = [sys.executable, os.path.join(_REPO, "scripts", "train_net.py"), "--config-file", args.config_file,
-           "--num-gpus", str(args.num_gpus), "--resume"]
+    cmd = [sys.executable, os.path.join(_REPO, "scripts", "train_net.py"), "--config-file",
+           config_file or args.config_file, "--num-gpus", str(args.num_gpus)]
+    cmd += ["--eval-only"] if eval_only else ["--resume"]
     if args.dist_url:
         cmd += ["--dist-url", args.dist_url]
     cmd += list(common) + list(overrides) + [f"train.output_dir={run_dir}"]
@@ -186,11 +228,12 @@ def run_one(args, name: str, overrides: List[str], common: List[str]) -> int:
 
 
 # ------------------------------------------------------------------------------------------------ report
-def collect(out: str, runs: Sequence[Tuple[str, List[str]]], status: Dict[str, str]) -> List[dict]:
+def collect(out: str, runs: Sequence[Run], status: Dict[str, str]) -> List[dict]:
     rows = []
-    for name, overrides in runs:
+    for name, overrides, cfg_file in runs:
         metrics = read_final_metrics(os.path.join(out, name)) or {}
-        rows.append({"run": name, "overrides": overrides, "status": status.get(name, "?"), "metrics": metrics})
+        rows.append({"run": name, "overrides": overrides, "config": cfg_file, "status": status.get(name, "?"),
+                     "metrics": metrics})
     return rows
 
 
@@ -206,15 +249,17 @@ def markdown_table(rows: List[dict], title: str = "") -> str:
     task = _task_of(rows) or "segm"
     cols = [c for c in REPORTED if any(f"{task}/{c}" in r["metrics"] for r in rows)] or ["AP"]
     lines = [f"## {title}", ""] if title else []
-    lines.append("| run | overrides | " + " | ".join(cols) + " | status |")
-    lines.append("|---|---|" + "---:|" * len(cols) + "---|")
+    with_config = any(r.get("config") for r in rows)
+    lines.append("| run | " + ("config | " if with_config else "") + "overrides | " + " | ".join(cols) + " | status |")
+    lines.append("|---|" + ("---|" if with_config else "") + "---|" + "---:|" * len(cols) + "---|")
     for r in rows:
         vals = []
         for c in cols:
             v = r["metrics"].get(f"{task}/{c}")
             vals.append("-" if v is None else ("nan" if v != v else f"{v:.1f}"))
-        ov = " ".join(f"`{o}`" for o in r["overrides"]) or "(base)"
-        lines.append(f"| {r['run']} | {ov} | " + " | ".join(vals) + f" | {r['status']} |")
+        ov = " ".join(f"`{o}`" for o in r["overrides"]) or ("-" if r.get("config") else "(base)")
+        cfg_col = f"`{r['config']}` | " if r.get("config") else ("(base) | " if with_config else "")
+        lines.append(f"| {r['run']} | {cfg_col}{ov} | " + " | ".join(vals) + f" | {r['status']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -262,7 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
                      help="a grid axis; several --grid options form their cartesian product")
     src.add_argument("--grid-file", help="a grid YAML (grid: {key: [values]}, runs: {name: [overrides]}, overrides: [])")
-    p.add_argument("--config-file", required=True, help="the base LazyConfig of every run")
+    src.add_argument("--configs", nargs="+", default=[], metavar="CFG",
+                     help="one row per config file (e.g. a tracker table: configs/trackers/*.py)")
+    p.add_argument("--config-file", default=None, help="the base LazyConfig of the --table / --grid runs")
     p.add_argument("--out", required=True, help="sweep folder: one sub-folder per run + results.{md,json,png}")
     p.add_argument("--num-gpus", type=int, default=1, help="processes per run (CPU processes without a GPU)")
     p.add_argument("--dist-url", default=None)
@@ -276,36 +323,41 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(name)s] %(message)s")
-    runs: List[Tuple[str, List[str]]] = []
+    runs: List[Run] = []
     common: List[str] = []
     titles = []
+    if (args.table or args.grid) and not args.config_file:
+        raise SystemExit("sweep: --table and --grid need --config-file (the base config of their rows)")
     for t in args.table:
-        runs += [(f"table{t}_{n}" if len(args.table) > 1 else n, o) for n, o in TABLES[t]]
+        runs += [(f"table{t}_{n}" if len(args.table) > 1 else n, o, None) for n, o in TABLES[t]]
         titles.append(f"Table {t}")
     if args.grid:
-        runs += grid_runs(parse_grid_args(args.grid))
+        runs += [(n, o, None) for n, o in grid_runs(parse_grid_args(args.grid))]
         titles.append("grid")
+    if args.configs:
+        runs += config_runs(args.configs)
+        titles.append("configs")
     if args.grid_file:
         file_runs, file_common = load_grid_file(args.grid_file)
         runs += file_runs
         common += file_common
         titles.append(os.path.basename(args.grid_file))
     if not runs:
-        raise SystemExit("sweep: nothing to run: give --table, --grid or --grid-file")
-    names = [n for n, _ in runs]
+        raise SystemExit("sweep: nothing to run: give --table, --grid, --grid-file or --configs")
+    names = [n for n, _, _ in runs]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise SystemExit(f"sweep: duplicate run names {dup}")
     common += [o for o in args.opts if o != "--"]
     os.makedirs(args.out, exist_ok=True)
-    title = " + ".join(titles) + f" ({os.path.basename(args.config_file)})"
+    title = " + ".join(titles) + (f" ({os.path.basename(args.config_file)})" if args.config_file else "")
 
     status: Dict[str, str] = {}
     if not args.collect_only:
-        validate_overrides(args.config_file, runs, common)
-        for name, overrides in runs:
+        eval_only = validate_overrides(args.config_file, runs, common)
+        for name, overrides, cfg_file in runs:
             run_dir = os.path.join(args.out, name)
-            if is_finished(run_dir):
+            if is_finished(run_dir, eval_only[name]):
                 logger.info("[%s] already finished: skipped", name)
                 status[name] = "skipped (done)"
                 continue
@@ -313,10 +365,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 logger.info("[%s] would run: %s", name, " ".join(common + overrides))
                 status[name] = "dry-run"
                 continue
-            rc = run_one(args, name, overrides, common)
+            rc = run_one(args, name, overrides, common, cfg_file, eval_only[name])
             status[name] = "ok" if rc == 0 else f"failed (exit {rc})"
     else:
-        status = {n: ("done" if is_finished(os.path.join(args.out, n)) else "incomplete") for n in names}
+        status = {n: ("done" if is_finished(os.path.join(args.out, n)) or is_finished(os.path.join(args.out, n), True)
+                      else "incomplete") for n in names}
     rows = collect(args.out, runs, status)
     md = write_report(args.out, rows, title, args.metric)
     print(md)

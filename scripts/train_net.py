@@ -5,6 +5,7 @@
     python scripts/train_net.py --config-file configs/local2global_r50_ytvis19.py --num-gpus 8
     python scripts/train_net.py --config-file ... --resume                 # continue from last_checkpoint
     python scripts/train_net.py --config-file ... --eval-only train.init_checkpoint=output/model_final.pth
+    # training-free recipes (train.eval_only=True, e.g. configs/trackers/minvis_*.py) evaluate without the flag
     # two machines: --num-machines 2 --machine-rank {0,1} --dist-url tcp://<host of rank 0>:<port>
 
 Trailing ``key=value`` overrides are checked by :func:`local2global.engine.overrides.apply_overrides_strict`:
@@ -60,11 +61,14 @@ def main(args) -> dict:
         # detectron2's default_setup configures the "detectron2" and "fvcore" loggers; add this package's
         setup_logger(cfg.train.output_dir, distributed_rank=comm.get_rank(), name="local2global", abbrev_name="l2g")
         try:
-            if args.eval_only:
+            if args.eval_only or bool(cfg.train.get("eval_only", False)):
+                if not args.eval_only:
+                    logger.info("train.eval_only=True (a training-free recipe): evaluating train.init_checkpoint")
                 return do_eval_only(cfg)
             do_train(cfg, resume=args.resume)
         except BaseException:
-            if previous_config is not None and (args.eval_only or not training_started()):
+            if previous_config is not None and (args.eval_only or cfg.train.get("eval_only", False)
+                                                or not training_started()):
                 with open(config_path + ".tmp", "wb") as f:
                     f.write(previous_config)
                 os.replace(config_path + ".tmp", config_path)

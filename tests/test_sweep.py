@@ -62,7 +62,18 @@ def test_grid_file(sweep, tmp_path):
     f.write_text("grid:\n  optimizer.lr: [1.0e-4, 2.0e-4]\nruns:\n  nolign: [model.aligner=null]\n"
                  "overrides: [train.max_iter=3]\n")
     runs, common = sweep.load_grid_file(str(f))
-    assert [n for n, _ in runs] == ["lr-0.0001", "lr-0.0002", "nolign"] and common == ["train.max_iter=3"]
+    assert [n for n, _, _ in runs] == ["lr-0.0001", "lr-0.0002", "nolign"] and common == ["train.max_iter=3"]
+    assert all(c is None for _, _, c in runs)
+    rows = tmp_path / "rows.yaml"
+    rows.write_text("runs:\n  minvis: {config: configs/trackers/minvis_tiny_synthetic.py}\n"
+                    "  prop: {config: configs/local2global_tiny_synthetic.py, overrides: [model.tracker.aligner=null]}\n")
+    runs, _ = sweep.load_grid_file(str(rows))
+    assert runs == [("minvis", [], "configs/trackers/minvis_tiny_synthetic.py"),
+                    ("prop", ["model.tracker.aligner=null"], "configs/local2global_tiny_synthetic.py")]
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("runs:\n  a: {cfg: x.py}\n")
+    with pytest.raises(ValueError, match="unknown keys"):
+        sweep.load_grid_file(str(typo))
     bad = tmp_path / "bad.yaml"
     bad.write_text("grdi: {a: [1]}\n")
     with pytest.raises(ValueError, match="grid"):
@@ -84,7 +95,7 @@ def test_main_skips_finished_runs_and_reports(sweep, tmp_path, monkeypatch):
     fake_run(out / "dim_feedforward-64", 31.25)
     calls = []
 
-    def fake_run_one(args, name, overrides, common):
+    def fake_run_one(args, name, overrides, common, config_file=None, eval_only=False):
         calls.append((name, overrides, common))
         fake_run(out / name, 7.5)
         return 0
@@ -111,6 +122,33 @@ def test_main_rejects_bad_override_before_running(sweep, tmp_path, monkeypatch):
     with pytest.raises(SystemExit, match="dim_feedfoward"):
         sweep.main(["--grid", "model.aligner.dim_feedfoward=64", "--config-file",
                     "configs/local2global_tiny_synthetic.py", "--out", str(tmp_path)])
+
+
+def test_config_file_rows_and_training_free_rows_are_evaluated_only(sweep, tmp_path, monkeypatch):
+    """--configs: one row per file; a training-free config (train.eval_only=True: MinVIS) runs --eval-only."""
+    pytest.importorskip("local2global.modeling.decoder")
+    out = tmp_path / "trackers"
+    calls = []
+
+    def fake_run_one(args, name, overrides, common, config_file=None, eval_only=False):
+        calls.append((name, config_file, eval_only))
+        (out / name).mkdir(parents=True, exist_ok=True)
+        (out / name / "eval_results.json").write_text(json.dumps({"segm": {"AP": 3.0 if eval_only else 4.0}}))
+        if not eval_only:
+            fake_run(out / name, 4.0)
+        return 0
+
+    monkeypatch.setattr(sweep, "run_one", fake_run_one)
+    cfgs = ["configs/trackers/minvis_tiny_synthetic.py", "configs/local2global_tiny_synthetic.py"]
+    assert sweep.main(["--configs", *cfgs, "--out", str(out), "train.device=cpu"]) == 0
+    assert calls == [("minvis_tiny_synthetic", cfgs[0], True), ("local2global_tiny_synthetic", cfgs[1], False)]
+    md = (out / "results.md").read_text()
+    assert "| minvis_tiny_synthetic | `configs/trackers/minvis_tiny_synthetic.py` | - | 3.0 |" in md
+    calls.clear()
+    assert sweep.main(["--configs", *cfgs, "--out", str(out), "train.device=cpu"]) == 0
+    assert calls == []  # both finished: the eval-only row by its eval_results.json
+    with pytest.raises(SystemExit, match="no such file"):
+        sweep.main(["--configs", "configs/nope.py", "--out", str(out)])
 
 
 @pytest.mark.slow

@@ -57,6 +57,9 @@ train = dict(
     # fnmatch patterns of the parameters to train ("aligner.*", ...); None: the model's own setting.
     # Applied by the optimizer's parameter function (configs/common/optim.py), so every tool honours it.
     trainable_params=None,
+    # True: the recipe is training-free (e.g. MinVIS on a given segmenter checkpoint): scripts/train_net.py and
+    # scripts/sweep.py evaluate train.init_checkpoint as with --eval-only
+    eval_only=False,
     # "cuda" or "cpu"; configs that must run anywhere use "${l2g_device:}" (local2global.engine.device)
     device="cuda",
 )

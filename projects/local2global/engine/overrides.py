@@ -316,7 +316,7 @@ class ConfigError(ValueError):
 
 #: the ``train`` keys read by the trainer (detrex's ``configs/common/train.py`` plus ``trainable_params``)
 TRAIN_KEYS = ("output_dir", "init_checkpoint", "max_iter", "amp", "ddp", "clip_grad", "model_ema", "fast_dev_run",
-              "checkpointer", "eval_period", "log_period", "wandb", "seed", "device", "trainable_params")
+              "checkpointer", "eval_period", "log_period", "wandb", "seed", "device", "trainable_params", "eval_only")
 _TRAIN_TYPES = {"max_iter": int, "eval_period": int, "log_period": int, "seed": int, "output_dir": str,
                 "init_checkpoint": str, "device": str, "checkpointer.period": int, "checkpointer.max_to_keep": int}
 

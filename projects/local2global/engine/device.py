@@ -10,11 +10,13 @@ registered when this module is imported (configs import it; so does :mod:`local2
 from __future__ import annotations
 
 import logging
+from typing import Optional
 
 import torch
 from omegaconf import OmegaConf
 
-__all__ = ["RESOLVER_NAME", "default_device", "resolve_device", "register_resolvers"]
+__all__ = ["RESOLVER_NAME", "AMP_PRECISIONS", "default_device", "resolve_device", "resolve_amp_dtype",
+           "configure_tf32", "register_resolvers"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +46,53 @@ def resolve_device(device) -> torch.device:
             f"(or use a config whose train.device is '${{{RESOLVER_NAME}:}}', which picks the device itself)"
         )
     return dev
+
+
+#: ``train.amp.precision`` values and their autocast dtypes.
+AMP_PRECISIONS = {"fp16": torch.float16, "float16": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+
+
+def resolve_amp_dtype(precision: Optional[str], device: torch.device) -> torch.dtype:
+    """The autocast dtype of ``train.amp.precision`` on ``device``.
+
+    ``None`` keeps each device's previous behaviour: fp16 on CUDA (detectron2's ``AMPTrainer``), bf16 on CPU.
+
+    Raises:
+        ValueError: an unknown name, or fp16 on a CPU (CPU autocast here is bf16: fp16 would need a grad scaler
+            and has no speed advantage there).
+        RuntimeError: bf16 on a CUDA device without bf16 support (pre-Ampere GPUs).
+    """
+    if precision in (None, ""):
+        return torch.float16 if device.type == "cuda" else torch.bfloat16
+    key = str(precision).strip().lower()
+    if key not in AMP_PRECISIONS:
+        raise ValueError(f"train.amp.precision={precision!r} is not one of {sorted(AMP_PRECISIONS)} (or None)")
+    dtype = AMP_PRECISIONS[key]
+    if device.type == "cpu" and dtype == torch.float16:
+        raise ValueError("train.amp.precision='fp16' is for CUDA; on a CPU train.amp runs in bf16 "
+                         "(set train.amp.precision='bf16' or None)")
+    if device.type == "cuda" and dtype == torch.bfloat16 and torch.cuda.is_available() \
+            and not torch.cuda.is_bf16_supported():
+        raise RuntimeError(f"train.amp.precision={precision!r} but {torch.cuda.get_device_name(device)} has no "
+                           "bf16 support; use train.amp.precision='fp16'")
+    return dtype
+
+
+def configure_tf32(enabled: Optional[bool]) -> None:
+    """``train.amp.tf32``: let CUDA float32 matmuls and cuDNN convolutions use TF32 tensor cores (or forbid it).
+
+    ``None`` leaves PyTorch's defaults (matmuls in full fp32, cuDNN convolutions allowed TF32). TF32 keeps fp32's
+    range and storage but rounds the multiplicands to 10 mantissa bits (about 1e-3 relative), so it also applies to
+    the parts that stay fp32 under autocast (the pixel encoder and every deformable-attention layer, whose
+    projections are matmuls); the deformable sampling itself (``grid_sample`` / the compiled kernels) is not a
+    matmul and is unaffected. No effect on CPUs.
+    """
+    if enabled is None:
+        return
+    enabled = bool(enabled)
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+    torch.backends.cudnn.allow_tf32 = enabled
+    logger.info("TF32 for CUDA matmuls and cuDNN convolutions: %s", "on" if enabled else "off")
 
 
 def register_resolvers() -> None:

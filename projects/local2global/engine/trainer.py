@@ -6,6 +6,23 @@ LRScheduler, PeriodicCheckpointer, EvalHook, PeriodicWriter with CommonMetricPri
 (``metrics.json``) and TensorboardXWriter), :class:`~local2global.modeling.checkpoint.Local2GlobalCheckpointer`
 (a ``DetectionCheckpointer`` that also loads detrex MaskDINO checkpoints) and ``inference_on_dataset``.
 
+Mixed precision (``train.amp``): ``enabled`` (detrex's key), plus two keys of this project whose defaults are set
+here when a config lacks them (:data:`AMP_DEFAULTS`):
+
+* ``precision``: ``"fp16"`` or ``"bf16"`` (``None``: fp16 on CUDA as detectron2's ``AMPTrainer``, bf16 on CPU).
+  fp16 runs with a ``GradScaler``; bf16 has fp32's exponent range and runs without one (the scaler is disabled,
+  so ``train.clip_grad`` sees true gradients and checkpoints keep no scale). bf16 on CUDA needs an Ampere or
+  newer GPU.
+* ``tf32``: ``True`` / ``False`` allows / forbids TF32 tensor cores for CUDA float32 matmuls and cuDNN
+  convolutions, in training and evaluation (``None``: PyTorch's defaults; see
+  :func:`~local2global.engine.device.configure_tf32`). Independent of ``enabled``.
+
+What stays fp32 under autocast, whatever the precision: the pixel encoder (``MaskDINOEncoder.forward_features``:
+the deformable encoder and the FPN), every :class:`~local2global.modeling.ms_deform_attn.MultiScaleDeformableAttention`
+(also the decoder's cross-attention; deformable sampling in half precision loses the sub-pixel offsets), each
+decoder layer (detrex's ``@autocast(enabled=False)``), and the matcher's mask costs; the backbone, the aligner,
+the heads and the losses run in the autocast dtype.
+
 The ``train`` keys read here are detrex's (``configs/common/train.py``): ``output_dir``, ``init_checkpoint``,
 ``max_iter``, ``amp.enabled``, ``ddp`` (kwargs of ``create_ddp_model``), ``clip_grad`` (``enabled``,
 ``params.max_norm``, ``params.norm_type``), ``model_ema`` (``enabled``, ``decay``, ``device``,
@@ -32,7 +49,7 @@ from detectron2.utils.events import CommonMetricPrinter, EventWriter, JSONWriter
     get_event_storage
 from detectron2.utils.file_io import PathManager
 
-from .device import resolve_device
+from .device import configure_tf32, resolve_amp_dtype, resolve_device
 from .ema import EMAHook, EMAState
 from .faults import DeterministicStepHook, MetricHistoryHook, build_fault_hook, save_fault_callback
 from .freeze import count_parameters
@@ -43,6 +60,7 @@ __all__ = [
     "L2GCPUAutocastTrainer",
     "GradientClipHook",
     "build_trainer",
+    "AMP_DEFAULTS",
     "build_checkpointer",
     "build_writers",
     "apply_fast_dev_run",
@@ -90,6 +108,10 @@ class L2GSimpleTrainer(_FiniteLossMixin, SimpleTrainer):
 
 class L2GAMPTrainer(_FiniteLossMixin, AMPTrainer):
     """detectron2 ``AMPTrainer`` (CUDA only) with a per-term non-finite loss check."""
+
+
+#: Defaults of the ``train.amp`` keys this project adds to detrex's ``amp.enabled`` (module docstring).
+AMP_DEFAULTS = {"precision": None, "tf32": None}
 
 
 class L2GCPUAutocastTrainer(L2GSimpleTrainer):
@@ -192,12 +214,19 @@ def apply_fast_dev_run(cfg) -> None:
 
 
 def build_trainer(cfg, model, data_loader, optimizer, device: torch.device):
-    """``L2GAMPTrainer`` for ``train.amp.enabled`` on CUDA, ``L2GCPUAutocastTrainer`` (bf16) for it on CPU, else
-    ``L2GSimpleTrainer``."""
+    """``L2GAMPTrainer`` for ``train.amp.enabled`` on CUDA (``train.amp.precision``: fp16 with a grad scaler, or
+    bf16 without), ``L2GCPUAutocastTrainer`` (bf16) for it on CPU, else ``L2GSimpleTrainer``."""
     amp = bool(_get(cfg, "train.amp.enabled", False))
+    precision = _get(cfg, "train.amp.precision", AMP_DEFAULTS["precision"])
     if amp and device.type == "cuda":
-        return L2GAMPTrainer(model, data_loader, optimizer)
+        dtype = resolve_amp_dtype(precision, device)
+        # bf16 has fp32's exponent range: no loss scaling (a disabled scaler is a pass-through in AMPTrainer).
+        scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
+        logger.info("train.amp.enabled on CUDA: %s autocast%s", dtype, " with a GradScaler"
+                    if dtype == torch.float16 else " without loss scaling")
+        return L2GAMPTrainer(model, data_loader, optimizer, grad_scaler=scaler, precision=dtype)
     if amp and device.type == "cpu":
+        resolve_amp_dtype(precision, device)  # rejects fp16 on CPU with a clear message
         logger.info("train.amp.enabled on CPU: bf16 autocast forward (detectron2's AMPTrainer needs CUDA)")
         return L2GCPUAutocastTrainer(model, data_loader, optimizer)
     if amp:
@@ -250,6 +279,8 @@ def do_test(cfg, model, ema: Optional[EMAState] = None, use_ema_only: bool = Fal
 
 def _prepare_model(cfg):
     device = resolve_device(cfg.train.device)
+    if device.type == "cuda":
+        configure_tf32(_get(cfg, "train.amp.tf32", AMP_DEFAULTS["tf32"]))
     model = instantiate(cfg.model)
     logger.info("Model:\n%s", model)
     model.to(device)

@@ -6,6 +6,7 @@ tracker                    family        what it is
 ``Local2GlobalTracker``    propagation   the paper's L2G-aligner + trajectory; ``aligner=None``: plain propagation
 ``MinVISTracker``          association   training-free Hungarian linking of the image-mode outputs
 ``DVISTracker``            association   DVIS's online referring tracker (6 RCA blocks) on the frozen segmenter
+``InsProTracker``          propagation   InsPro: output queries + refined boxes of t-1, intra-query attention bank
 =========================  ============  ==============================================================
 """
 
@@ -13,6 +14,7 @@ from .base import TRACKER_FAMILIES, DecoderQueries, FrameContext, Tracker, image
 from .l2g_aligner import L2GAligner, L2GAlignerLayer
 from .local2global import FIRST_FRAME_MODES, GLOBAL_POS_MODES, Local2GlobalTracker, TrackState
 from .dvis import DVISState, DVISTracker
+from .inspro import InsProState, InsProTracker
 from .minvis import AssociationState, MinVISTracker
 
 __all__ = [
@@ -20,4 +22,5 @@ __all__ = [
     "L2GAligner", "L2GAlignerLayer", "Local2GlobalTracker", "TrackState", "FIRST_FRAME_MODES", "GLOBAL_POS_MODES",
     "MinVISTracker", "AssociationState",
     "DVISTracker", "DVISState",
+    "InsProTracker", "InsProState",
 ]

@@ -600,7 +600,8 @@ def _camera_jump_frames(frames: Sequence[np.ndarray], unit: float) -> List[dict]
         p = prev[max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
         moved = float(np.abs(c - p).mean())
         if moved <= CAMERA_JUMP_MAX_RESIDUAL * still:
-            out.append({"frame": int(t), "shift": [dx, dy], "residual": round(moved / max(still, np.finfo(np.float64).tiny), 3)})
+            residual = moved / max(still, np.finfo(np.float64).tiny)
+            out.append({"frame": int(t), "shift": [dx, dy], "residual": round(residual, 3)})
     return out
 
 

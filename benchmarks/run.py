@@ -75,6 +75,9 @@ def main(argv=None) -> int:
                              "$OMP_NUM_THREADS, else the cores not busy by the 1-min load average (at least 1): "
                              "oversubscribed OpenMP threads spin and were 10-30x slower on a shared 2-core machine")
     parser.add_argument("--list", action="store_true", help="list the cases and exit")
+    parser.add_argument("--update-sections", action="store_true",
+                        help="replace only the sections (and headlines) of --cases in the existing RESULTS.md, keeping "
+                             "the others (for a machine whose cache holds only some cases' records)")
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "RESULTS.md"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -92,9 +95,12 @@ def main(argv=None) -> int:
         cmd = ("python benchmarks/run.py" + (" --quick" if args.quick else "")
                + (f" --threads {args.threads}" if args.threads else "") + " --cases {case} --force")
         harness.run_cases(names, quick=args.quick, force=args.force, command=cmd)
-    from benchmarks.cases._report import write_results
+    from benchmarks.cases._report import update_sections, write_results
 
-    write_results(Path(args.output))
+    if args.update_sections and Path(args.output).is_file():
+        update_sections(Path(args.output), names)
+    else:
+        write_results(Path(args.output))
     logger.info("benchmarks done in %.0f s; wrote %s", time.time() - t0, args.output)
     return 0
 

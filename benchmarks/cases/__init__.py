@@ -2,7 +2,8 @@
 
 import importlib
 
-MODULES = ["inference", "detrex_compare", "breakdown", "scaling", "rle_spill", "training", "evaluation", "accuracy"]
+MODULES = ["inference", "detrex_compare", "breakdown", "scaling", "rle_spill", "training", "evaluation", "accuracy",
+           "trackers"]
 
 
 def load_all() -> None:

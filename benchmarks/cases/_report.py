@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from pathlib import Path
+from typing import Optional, Sequence
 
 from benchmarks import harness
 
@@ -135,6 +137,69 @@ def _durations() -> str:
                  "with the detrex driver about 8 minutes; an earlier, larger quick configuration took 17.6 min while two "
                  "full-mode cases ran beside it, after which the quick sizes were cut).")
     return "\n".join(lines)
+
+
+def _render_section(name: str, rec: Optional[dict]) -> str:
+    doc = harness.CASE_DOCS.get(name, "")
+    title = doc.splitlines()[0] if doc else name
+    body = [f"## `{name}`: {title}", ""]
+    mod_doc = harness.CASE_MODULE_DOCS.get(name, "")
+    if mod_doc:
+        body += ["<details><summary>Method</summary>", "", mod_doc.strip(), "", "</details>", ""]
+    if rec is None:
+        body.append(f"*Not measured yet* (no cached record). Run `python benchmarks/run.py --cases {name}`.")
+        return "\n".join(body)
+    body += [_meta(rec), ""]
+    render = harness.RENDERERS.get(name)
+    try:
+        body.append(render(rec) if render else "```json\n" + json.dumps(rec["figures"], indent=1)[:6000] + "\n```")
+    except Exception as e:  # a broken renderer must not lose the other sections
+        logger.exception("rendering %s failed", name)
+        body.append(f"(rendering failed: {e!r})\n```json\n{json.dumps(rec['figures'], indent=1)[:4000]}\n```")
+    return "\n".join(body)
+
+
+#: How many leading characters of a headline identify its case when a section is updated in place.
+_HEADLINE_KEY_CHARS = 24
+
+
+def update_sections(path: Path, names: Sequence[str]) -> None:
+    """Replace (or add) only the sections and headline lines of ``names`` in an existing RESULTS.md.
+
+    The cache is per machine (``benchmarks/cache/`` is not committed): on a machine that has the records of only
+    some cases, regenerating the whole file would turn every other section into "not measured yet". This keeps
+    every other section, finding and headline as the file has them. A case's old headline line is recognised by
+    its first characters, which each case's headline keeps stable.
+    """
+    text = path.read_text()
+    for name in names:
+        rec = harness.latest_cached(name)
+        if rec is None:
+            logger.warning("no cached record of %s: its section is left as it is", name)
+            continue
+        section = _render_section(name, rec)
+        pattern = re.compile(rf"^## `{re.escape(name)}`:.*?(?=^## )", re.S | re.M)
+        if pattern.search(text):
+            text = pattern.sub(lambda _: section + "\n\n", text, count=1)
+        else:
+            anchor = text.find("## Run time of the modes")
+            anchor = len(text) if anchor < 0 else anchor
+            text = text[:anchor] + section + "\n\n" + text[anchor:]
+        headline = harness.HEADLINES.get(name)
+        if headline:
+            line = f"* {headline(rec)}"
+            key = line[:_HEADLINE_KEY_CHARS]
+            lines = text.split("\n")
+            start = lines.index("## Headline figures") if "## Headline figures" in lines else None
+            if start is not None:
+                end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+                block = [ln for ln in lines[start + 1:end] if not ln.startswith(key)]
+                while block and not block[-1].strip():
+                    block.pop()
+                block.append(line)
+                lines = lines[:start + 1] + block + ["", ""] + lines[end:]
+                text = "\n".join(lines)
+    path.write_text(text)
 
 
 def write_results(path: Path) -> None:

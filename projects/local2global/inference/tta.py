@@ -84,7 +84,7 @@ def resize_frame(frame: Tensor, short_edge: int, max_size: Optional[int] = None)
         return frame
     array = frame.permute(1, 2, 0).cpu().numpy()
     resized = T.ResizeTransform(h, w, new_h, new_w).apply_image(array)
-    return torch.from_numpy(np.ascontiguousarray(resized)).permute(2, 0, 1).to(frame.device)
+    return torch.from_numpy(np.array(resized, copy=True)).permute(2, 0, 1).to(frame.device)
 
 
 def resample_to_grid(probs: Tensor, padded: Sequence[int], image: Sequence[int], target_grid: Sequence[int],

@@ -240,3 +240,28 @@ def test_eval_tta_script_on_the_tiny_synthetic_data(tmp_path, tiny_synthetic_roo
     written = json.loads((out / "eval_results_tta.json").read_text())
     assert written["tta"] == {"scales": [48, 64], "pivot": 1}
     assert "segm" in written["results"] and 0.0 <= written["results"]["segm"]["AP"] <= 100.0
+
+
+XFRAME_OVERRIDE = "{_target_: local2global.modeling.criteria.CrossFrameMaskLoss, num_points: null}"
+
+
+@pytest.mark.parametrize("config, terms", [
+    ("configs/local2global_tiny_synthetic.py", f"[{XFRAME_OVERRIDE}]"),
+    ("configs/trackers/inspro_tiny_synthetic.py",
+     f"[{{_target_: local2global.modeling.criteria.BoxDedupLoss}}, {XFRAME_OVERRIDE}]"),
+    ("configs/trackers/minvis_tiny_synthetic.py", f"[{XFRAME_OVERRIDE}]"),
+    ("configs/trackers/dvis_tiny_synthetic.py", f"[{XFRAME_OVERRIDE}]"),
+])
+def test_cross_frame_loss_is_one_override_for_any_tracker(config, terms):
+    from local2global.engine.overrides import apply_overrides_strict
+
+    cfg = apply_overrides_strict(LazyConfig.load(str(ROOT / config)),
+                                 ["model.num_classes=3", f"model.criterion.extra_terms={terms}"])
+    torch.manual_seed(0)
+    model = instantiate(cfg.model)
+    model.train()
+    losses = model([make_clip(2, seed=0)])
+    assert losses["loss_mask_xframe"].item() > 0 and losses["loss_dice_xframe"].item() > 0
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    losses["loss_mask_xframe"].backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in trainable)

@@ -211,3 +211,24 @@ def test_dedup_unmatched_means_not_bound_to_a_seen_track():
     # no ground-truth box at all: zero, still in the graph
     empty = box_dedup_per_gt(torch.zeros(0, 4), outputs[0]["pred_boxes"][0], k=5)
     assert empty.shape == (0,)
+
+
+def test_dedup_aux_stages_and_bank_capacity_switch():
+    outputs, targets, assignment, pred = _dedup_case()
+    far = torch.full_like(pred, 0.9)
+    for o in outputs:
+        o["aux_outputs"] = [{"pred_boxes": pred}, {"pred_boxes": far}]
+    losses = BoxDedupLoss(k=5, aux=True)(outputs, targets, assignment)
+    assert set(losses) == {"loss_dedup", "loss_dedup_0", "loss_dedup_1"}
+    torch.testing.assert_close(losses["loss_dedup_0"], losses["loss_dedup"])
+    assert losses["loss_dedup_1"].item() == 0.0  # every box far from the ground truth
+    # training capacity below the inference bank: the newest entries are kept when the mode switches
+    tracker = InsProTracker(num_queries=2, hidden_dim=4, bank_size=4, train_bank_size=2)
+    assert tracker.train().capacity == 2 and tracker.eval().capacity == 4
+    from local2global.modeling.trackers.inspro import _resize_bank
+
+    bank = torch.arange(2 * 4 * 4, dtype=torch.float32).view(1, 2, 4, 4)
+    small, count = _resize_bank(bank, 3, 2)
+    assert count == 2 and torch.equal(small, bank[:, :, 2:])
+    big, count = _resize_bank(small, 2, 4)
+    assert count == 2 and torch.equal(big[:, :, 2:], small) and torch.all(big[:, :, :2] == 0)

@@ -115,6 +115,9 @@ def agreement(seeds, root: str, official_dir: str, python: str, corner_every: in
             both = "VPQ" not in off
             official_errors.append((seed, "ours raised", ours["error"][:200], "official raised too" if both else
                                     "OFFICIAL ACCEPTED"))
+            if "STQ" in off and "STQ" in ours:
+                n_stq += 1
+                worst["stq"] = max([worst["stq"]] + [_diff(off[k], ours[k]) for k in ("STQ", "AQ", "IoU")])
             continue
         n_rows += len(off["per_window"])
         d = max([0.0] + [_diff(x, y) for ro, rr in zip(off["per_window"], ours["per_window"]) for x, y in zip(ro, rr)])

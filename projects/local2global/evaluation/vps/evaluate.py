@@ -75,6 +75,7 @@ def evaluate_vps(
     predictions: Optional[dict] = None,
     window_sizes: Sequence[int] = VPQ_WINDOW_SIZES,
     num_workers: int = 0,
+    metrics: Sequence[str] = ("vpq", "stq"),
 ) -> "OrderedDict[str, object]":
     """Score predictions in the VIPSeg 720p format with the official VPQ and STQ.
 
@@ -86,6 +87,7 @@ def evaluate_vps(
         predictions: an already loaded prediction JSON object (instead of reading ``pred_json``).
         window_sizes: VPQ window sizes in frames (default the official 1, 2, 4, 6, 8).
         num_workers: processes over videos (0 or 1: in this process).
+        metrics: ``"vpq"`` and / or ``"stq"`` (the other's keys are then absent).
 
     Returns:
         ``OrderedDict`` with ``VPQ``, ``VPQ_th``, ``VPQ_st``, ``STQ``, ``AQ``, ``SQ`` (percent; ``nan`` where
@@ -108,23 +110,33 @@ def evaluate_vps(
     area_mismatch = 0
     n_frames = 0
     items = [(v, preds[v.video_id]) for v in gt.videos]
+    unknown_metrics = set(metrics) - {"vpq", "stq"}
+    if unknown_metrics or not metrics:
+        raise ValueError(f"metrics must be a non-empty subset of ('vpq', 'stq'), got {list(metrics)}")
     for tb in _iter_tables(items, gt_dir, pred_dir, num_workers):
         vpq.check_pred_categories(tb)
-        vpq.add_video(tb)
-        stq.add_video(tb)
+        if "vpq" in metrics:
+            vpq.add_video(tb)
+        if "stq" in metrics:
+            stq.add_video(tb)
         area_mismatch += int((tb.gt_present & (tb.gt_area != tb.gt_png_area)).sum())
         n_frames += tb.num_frames
     if area_mismatch:
         logger.warning("%s: %d frame segments have a JSON 'area' different from their PNG pixel count (VPQ uses "
                        "the JSON areas, as the official script)", gt_json, area_mismatch)
-    per_window = vpq.results()
-    stq_res = stq.result()
-    out: "OrderedDict[str, object]" = OrderedDict(vpq_summary(per_window))
-    out["STQ"] = 100 * stq_res["STQ"]
-    out["AQ"] = 100 * stq_res["AQ"]
-    out["SQ"] = 100 * stq_res["IoU"]
-    out["per_window"] = per_window
-    out["stq"] = stq_res
+    out: "OrderedDict[str, object]" = OrderedDict()
+    if "vpq" in metrics:
+        per_window = vpq.results()
+        out.update(vpq_summary(per_window))
+    if "stq" in metrics:
+        stq_res = stq.result()
+        out["STQ"] = 100 * stq_res["STQ"]
+        out["AQ"] = 100 * stq_res["AQ"]
+        out["SQ"] = 100 * stq_res["IoU"]
+    if "vpq" in metrics:
+        out["per_window"] = per_window
+    if "stq" in metrics:
+        out["stq"] = stq_res
     out["num_videos"] = len(gt.videos)
     out["num_frames"] = n_frames
     out["seconds"] = time.perf_counter() - start
@@ -138,12 +150,12 @@ def _fmt(x: float) -> str:
 def format_vps_table(res: Dict[str, object]) -> str:
     """The per-window VPQ table (All / Things / Stuff: PQ SQ RQ N) and the summary line (percent)."""
     lines = [f"{'window':>10s} | {'subset':8s} | {'PQ':>5s} {'SQ':>5s} {'RQ':>5s} {'N':>4s}", "-" * 46]
-    for w in res["per_window"]:
+    for w in res.get("per_window", []):
         for name in ("All", "Things", "Stuff"):
             r = w[name]
             lines.append(f"{'k=' + str(w['k']):>10s} | {name:8s} | {_fmt(r['pq'])} {_fmt(r['sq'])} {_fmt(r['rq'])} {r['n']:4d}")
     lines.append("-" * 46)
-    lines.append("  ".join(f"{k} {_fmt(res[k]).strip()}" for k in METRIC_KEYS))
+    lines.append("  ".join(f"{k} {_fmt(res[k]).strip()}" for k in METRIC_KEYS if k in res))
     return "\n".join(lines)
 
 
@@ -177,10 +189,12 @@ def main(argv: Optional[Sequence[str]] = None) -> "OrderedDict[str, object]":
     parser.add_argument("--pred-dir", required=True, help="prediction PNGs <pred-dir>/<video>/<frame>.png (pan_pred)")
     parser.add_argument("--output", default=None, help="results JSON to write (default: next to --pred-json)")
     parser.add_argument("--num-workers", type=int, default=0, help="processes over videos (default: this one)")
+    parser.add_argument("--metrics", nargs="+", default=["vpq", "stq"], choices=["vpq", "stq"])
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        res = evaluate_vps(args.gt_json, args.gt_dir, args.pred_json, args.pred_dir, num_workers=args.num_workers)
+        res = evaluate_vps(args.gt_json, args.gt_dir, args.pred_json, args.pred_dir, num_workers=args.num_workers,
+                           metrics=args.metrics)
     except (VPSFormatError, OSError) as e:
         parser.exit(2, f"error: {e}\n")
     out = args.output or os.path.join(os.path.dirname(os.path.abspath(args.pred_json)), "vps_results.json")

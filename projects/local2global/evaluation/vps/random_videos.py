@@ -161,18 +161,18 @@ def _corner_cases(rng, g_segs, p_segs, gt_map, cfg) -> None:
     r = rng.random()
     if g_segs and r < 0.15:  # JSON area larger than the PNG (smaller could make the official IoU assertion fail)
         g_segs[0]["area"] += int(rng.integers(1, 20))
-    elif g_segs and r < 0.2:  # id in the PNG but dropped from this frame's JSON (IoU > 1 is possible: rejected)
+    elif g_segs and r < 0.165:  # id in the PNG but dropped from this frame's JSON (IoU > 1 possible: rejected)
         g_segs.pop(int(rng.integers(0, len(g_segs))))
-    elif g_segs and r < 0.4:  # a duplicate entry (its area adds up)
+    elif g_segs and r < 0.265:  # a duplicate entry (its area adds up)
         d = dict(g_segs[0])
         d["area"] = int(rng.integers(1, 5))
         g_segs.append(d)
-    elif r < 0.5:  # gt id listed without pixels in this frame
+    elif r < 0.365:  # gt id listed without pixels in this frame
         g_segs.append({"id": int(rng.integers(1, 2**24)), "category_id": int(rng.integers(0, cfg.num_categories)),
                        "iscrowd": 0, "area": int(rng.integers(1, 30))})
-    elif r < 0.55:  # a gt category outside the category list
+    elif r < 0.415:  # a gt category outside the category list
         g_segs.append({"id": int(rng.integers(1, 2**24)), "category_id": cfg.num_categories + 3,
                        "iscrowd": 0, "area": 5})
-    elif r < 0.6 and (gt_map == 0).any():  # the void id listed as a segment
+    elif r < 0.43 and (gt_map == 0).any():  # the void id listed as a segment (IoU > 1 possible: rejected)
         g_segs.append({"id": 0, "category_id": int(rng.integers(0, cfg.num_categories)), "iscrowd": 0,
                        "area": int((gt_map == 0).sum())})

@@ -210,8 +210,8 @@ class VPQAccumulator:
                                    "script divides by zero): nan", window_label(n), name)
                     entry[name] = {"pq": math.nan, "sq": math.nan, "rq": math.nan, "n": 0}
                 else:
-                    entry[name] = {"pq": 100 * pq[m].sum() / cnt, "sq": 100 * sq[m].sum() / cnt,
-                                   "rq": 100 * rq[m].sum() / cnt, "n": cnt}
+                    entry[name] = {"pq": float(100 * pq[m].sum() / cnt), "sq": float(100 * sq[m].sum() / cnt),
+                                   "rq": float(100 * rq[m].sum() / cnt), "n": cnt}
             entry["per_class"] = {
                 int(c): {"pq": float(pq[i]), "sq": float(sq[i]), "rq": float(rq[i]), "iou": float(iou[i]),
                          "tp": int(tp[i]), "fp": int(fp[i]), "fn": int(fn[i])}

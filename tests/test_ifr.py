@@ -265,3 +265,17 @@ def test_cross_frame_loss_is_one_override_for_any_tracker(config, terms):
     trainable = [p for p in model.parameters() if p.requires_grad]
     losses["loss_mask_xframe"].backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in trainable)
+
+
+def test_cross_frame_loss_in_point_mode_on_full_resolution_targets():
+    cfg = LazyConfig.load(str(IFR_CONFIG))
+    cfg.model.num_classes = 3
+    cfg.model.criterion.set_criterion.num_points = 64  # the term follows (interpolated), the matcher too
+    cfg.model.criterion.set_criterion.matcher.num_points = 64
+    torch.manual_seed(0)
+    model = instantiate(cfg.model)
+    assert model.criterion.extra_terms[0].num_points == 64
+    model.train()
+    losses = model([make_clip(2, seed=0), make_clip(2, seed=1, video_id=2)])
+    assert torch.isfinite(losses["loss_mask_xframe"]) and losses["loss_mask_xframe"].item() > 0
+    assert torch.isfinite(losses["loss_dice_xframe"]) and losses["loss_dice_xframe"].item() > 0

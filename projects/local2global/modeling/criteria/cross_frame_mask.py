@@ -143,12 +143,10 @@ class CrossFrameMaskLoss(nn.Module):
             zero = sum(o["mask_embeds"].sum() * 0.0 for o in outputs_per_frame)
             return {"loss_mask_xframe": zero, "loss_dice_xframe": zero.clone()}
         logits = torch.cat(logits)
-        # Targets of different clips may come at different sizes (padded full resolution): bring them to one.
-        masks = torch.cat([m if m.shape[-2:] == masks[0].shape[-2:] else
-                           resize_masks_to_grid(m, masks[0].shape[-2:]).view(m.shape[0], *masks[0].shape[-2:])
-                           for m in masks]) if len(masks) > 1 else masks[0]
+        # every clip's targets are padded to the batch's input size (or resized to the one grid) by the criterion
+        masks = torch.cat([m.to(logits.dtype) for m in masks])
         row_weights = torch.cat(weights) if self.average_other_frames else None
-        loss_mask, loss_dice = mask_bce_dice(logits, masks.to(logits.dtype), assignment["num_masks"],
+        loss_mask, loss_dice = mask_bce_dice(logits, masks, assignment["num_masks"],
                                              self.num_points, self.oversample_ratio, self.importance_sample_ratio,
                                              generator, row_weights)
         return {"loss_mask_xframe": self.lambda_e * self.mask_weight * loss_mask,

@@ -278,7 +278,6 @@ class DVISTracker(Tracker):
     def update(self, state: Optional[DVISState], ctx: FrameContext, queries: DecoderQueries, decoded
                ) -> Tuple[DVISState, Dict]:
         embeds = decoded.hs[-1].detach()  # (B, N, D) normed segmenter queries (frozen: no graph anyway)
-        batch, num, _ = embeds.shape
         perm, identity = self.initial_queries(state, embeds)
         outs = self.forward_blocks(identity, embeds, None if state is None else state.output)
         stacked = self.norm(torch.stack(outs))  # (L, B, N, D)

@@ -200,3 +200,12 @@ def test_ground_truth_without_area_is_an_error(tmp_path):
         json.dump(d, f)
     with pytest.raises(VPSFormatError, match=r"video 'v', frame 5 .*misses key\(s\) \['area'\]"):
         evaluate_vps(*paths)
+
+
+def test_worker_processes_give_the_same_numbers(tmp_path):
+    p = write_random_vps(str(tmp_path), 7, RandomVPSConfig(num_videos=3, max_frames=9, height=10, width=14))
+    a = evaluate_vps(p["gt_json"], p["gt_dir"], p["pred_json"], p["pred_dir"])
+    b = evaluate_vps(p["gt_json"], p["gt_dir"], p["pred_json"], p["pred_dir"], num_workers=2)
+    for key in ("VPQ", "VPQ_th", "VPQ_st", "STQ", "AQ", "SQ"):
+        assert a[key] == pytest.approx(b[key], abs=1e-12, nan_ok=True)
+    assert a["num_frames"] == b["num_frames"] > 0

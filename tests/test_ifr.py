@@ -229,6 +229,7 @@ def test_tta_two_scales_state_flat_and_partial_bijection():
     assert torch.equal(state.assign[1][kept], first_assign[1][kept])
 
 
+@pytest.mark.slow
 def test_eval_tta_script_on_the_tiny_synthetic_data(tmp_path, tiny_synthetic_root):
     out = tmp_path / "tta"
     proc = run_script("eval_tta.py", ["--config-file", "configs/local2global_tiny_synthetic.py",

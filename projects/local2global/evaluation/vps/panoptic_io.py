@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional
 
 import numpy as np
 from PIL import Image
@@ -237,7 +236,3 @@ def load_vps_predictions(
         ]
     return out
 
-
-def category_tables(categories: Sequence[dict]) -> Dict[int, bool]:
-    """``category id -> isthing`` of a ground-truth category list (``isthing == 1`` means thing, as official)."""
-    return {int(c["id"]): c.get("isthing") == 1 for c in categories}

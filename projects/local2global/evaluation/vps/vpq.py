@@ -174,7 +174,6 @@ class VPQAccumulator:
     @staticmethod
     def _crowd_overlap(tb, n, g_crowd, g_cat, gf, p_cat, p_unmatched, inter, pg, pp) -> np.ndarray:
         """``(S, P)`` pixels of each unmatched prediction on the crowd tube of its category (rare: a loop)."""
-        P = len(tb.pred_ids)
         out = np.zeros(p_unmatched.shape, np.int64)
         pair_index = {(int(g), int(p)): k for k, (g, p) in enumerate(zip(pg, pp))}
         for s in np.nonzero(g_crowd.any(axis=1))[0]:
@@ -187,7 +186,6 @@ class VPQAccumulator:
                 g = crowd_of_cat.get(int(p_cat[s, p]))
                 if g is not None and (g, int(p)) in pair_index:
                     out[s, p] = inter[s, pair_index[(g, int(p))]]
-        del P
         return out
 
     def results(self) -> List[dict]:

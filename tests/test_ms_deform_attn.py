@@ -489,6 +489,7 @@ def test_torch_ms_deform_attn_matches_the_reference_where_it_is_built(monkeypatc
     _dispatch_on_cpu_like_cuda(monkeypatch, [entry])
     shapes = [(12, 20), (6, 10), (3, 5), (2, 3)]
     spatial, value, loc, attn = random_inputs(2, 51, 4, 8, shapes, num_points=4, seed=3)
+    loc = msda._off_pixel_centres(loc, shapes)  # gradients jump at pixel centres (see the function)
     upstream = torch.randn(2, 51, 32, generator=torch.Generator().manual_seed(9))
     results = {}
     for name in ("auto", "reference"):
@@ -555,3 +556,14 @@ def test_encoder_and_decoder_read_no_level_shape_back_from_the_device(monkeypatc
         out = decoder.decode(output_memory[:, :num], coords[:, :num].clamp(-5, 5), bundle, mask_features)
     assert out.pred_masks[-1].shape[:2] == (1, num)
     assert reads == []
+
+
+def test_off_pixel_centres_moves_only_locations_on_a_centre():
+    shapes = [(6, 10), (3, 5)]
+    loc = torch.rand(1, 4, 2, 2, 3, 2, generator=torch.Generator().manual_seed(0))
+    loc[0, 0, 0, 0, 0, 0] = 8.5 / 10  # x * W - 0.5 = 8: a centre of level 0
+    loc[0, 1, 1, 1, 2, 1] = 0.5 / 3  # y * H - 0.5 = 0: a centre of level 1
+    moved = msda._off_pixel_centres(loc, shapes)
+    changed = (moved != loc).nonzero().tolist()
+    assert changed == [[0, 0, 0, 0, 0, 0], [0, 1, 1, 1, 2, 1]]
+    assert moved[0, 0, 0, 0, 0, 0] * 10 - 0.5 == pytest.approx(8 + 2 * msda._CENTRE_MARGIN, abs=1e-5)

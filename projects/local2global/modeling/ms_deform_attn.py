@@ -392,6 +392,35 @@ def register_compiled_kernel(fn: Optional[Callable[..., Tensor]]) -> None:
     _probe_failures.clear()
 
 
+#: Distance (in pixels of each level) that test locations keep from pixel centres (see :func:`_off_pixel_centres`).
+_CENTRE_MARGIN = 1e-3
+
+
+def _off_pixel_centres(locations: Tensor, shapes: Sequence[Tuple[int, int]]) -> Tensor:
+    """Move sampling locations that fall (almost) exactly on a pixel centre of their level by a small step.
+
+    At a pixel centre the bilinear sample is continuous but its derivative in that coordinate jumps, and two
+    correct implementations may return either one-sided derivative (``grid_sample`` and torch-ms-deform-attn did:
+    4.7 vs -0.07 for one location of 150k drawn by ``torch.rand``, at ``x * W - 0.5 = 8.0`` exactly). Comparing
+    gradients is meaningful only away from those points.
+
+    Args:
+        locations: ``(B, Nq, H, L, P, 2)`` normalised ``(x, y)``.
+        shapes: ``(h_l, w_l)`` per level.
+
+    Returns:
+        a copy of ``locations`` with every coordinate at least :data:`_CENTRE_MARGIN` pixels from a centre.
+    """
+    out = locations.clone()
+    for lvl, (h, w) in enumerate(shapes):
+        for axis, size in ((0, w), (1, h)):
+            coord = out[:, :, :, lvl, :, axis]
+            pixel = coord * size - 0.5
+            near = (pixel - pixel.round()).abs() < _CENTRE_MARGIN
+            coord[near] += 2 * _CENTRE_MARGIN / size
+    return out
+
+
 def _probe_inputs(device: torch.device) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """The probe's ``value, spatial_shapes, level_start_index, sampling_locations, attention_weights``."""
     gen = torch.Generator().manual_seed(_PROBE_SEED)
@@ -400,6 +429,7 @@ def _probe_inputs(device: torch.device) -> Tuple[Tensor, Tensor, Tensor, Tensor,
     num_value = sum(h * w for h, w in _PROBE_SHAPES)
     value = torch.randn(d["batch"], num_value, d["heads"], d["head_dim"], generator=gen)
     loc = torch.rand(d["batch"], d["queries"], d["heads"], levels, d["points"], 2, generator=gen) * 1.4 - 0.2
+    loc = _off_pixel_centres(loc, _PROBE_SHAPES)
     attn = torch.rand(d["batch"], d["queries"], d["heads"], levels * d["points"], generator=gen).softmax(-1)
     attn = attn.view(d["batch"], d["queries"], d["heads"], levels, d["points"])
     shapes = torch.tensor(_PROBE_SHAPES, dtype=torch.long)

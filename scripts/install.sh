@@ -107,7 +107,12 @@ fi
 start=$(date +%s)
 if [[ ! -x "$VENV/bin/python" ]]; then
   log "creating $VENV with $($PYTHON --version 2>&1)"
-  "$PYTHON" -m venv "$VENV"
+  if [[ "$USE_SYSTEM_TORCH" == "1" ]]; then
+    # A machine's Python may lack ensurepip: then the venv uses the pip installed beside torch (seen via the .pth).
+    "$PYTHON" -m venv "$VENV" 2>/dev/null || { log "no ensurepip: venv without pip"; "$PYTHON" -m venv --clear --without-pip "$VENV"; }
+  else
+    "$PYTHON" -m venv "$VENV"
+  fi
 fi
 PY="$VENV/bin/python"
 PIP=("$PY" -m pip --disable-pip-version-check)

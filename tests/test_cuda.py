@@ -103,31 +103,23 @@ def test_deformable_attention_layer_stays_fp32_under_autocast(dtype):
     torch.testing.assert_close(got, expected, atol=0, rtol=0)
 
 
-def test_encoder_and_decoder_run_without_a_host_sync(maskdino_reference_dir):
+def test_encoder_and_decoder_run_without_a_host_sync():
     """``torch.cuda.set_sync_debug_mode("error")`` raises at any synchronising call (``.tolist()``, ``.item()``,
-    a blocking copy): the pixel encoder and the decoder step must run through without one (after a first call
-    that fills the spatial-shapes cache)."""
-    from detectron2.layers import ShapeSpec
+    a blocking copy): the tiny model's pixel encoder and decoder step must run through without one (after a first
+    call that fills the spatial-shapes cache)."""
+    from detectron2.config import LazyConfig, instantiate
 
-    from local2global.modeling.decoder import MaskDINODecoder
-    from local2global.modeling.pixel_decoder import MaskDINOEncoder
-
-    cfg = json.loads((maskdino_reference_dir / "tiny_config.json").read_text())["resolved_config"]
-    enc_kwargs = {k: v for k, v in cfg["sem_seg_head"]["pixel_decoder"].items() if k != "_target_"}
-    enc_kwargs["input_shape"] = {name: ShapeSpec(channels=s["channels"], stride=s["stride"])
-                                 for name, s in enc_kwargs["input_shape"].items()}
-    dec_kwargs = {k: v for k, v in cfg["sem_seg_head"]["transformer_predictor"].items() if k != "_target_"}
+    cfg = LazyConfig.load(str(REPO / CONFIG))
     torch.manual_seed(0)
-    encoder = MaskDINOEncoder(**enc_kwargs).to(CUDA).eval()
-    decoder = MaskDINODecoder(**dec_kwargs).to(CUDA).eval()
-    features = {name: torch.randn(1, spec.channels, 64 // spec.stride, 64 // spec.stride, device=CUDA)
-                for name, spec in enc_kwargs["input_shape"].items()}
+    model = instantiate(cfg.model).to(CUDA).eval()
+    images = torch.randn(1, 3, 64, 96, device=CUDA)
 
     def step():
-        mask_features, multi_scale = encoder.forward_features(features)
-        bundle = decoder.prepare_memory(multi_scale)
-        output_memory, _, coords = decoder.encode_tokens(bundle)
-        return decoder.decode(output_memory[:, :7], coords[:, :7].clamp(-5, 5), bundle, mask_features)
+        features = model.backbone(images)
+        mask_features, multi_scale = model.pixel_decoder.forward_features(features)
+        bundle = model.decoder.prepare_memory(multi_scale)
+        output_memory, _, coords = model.decoder.encode_tokens(bundle)
+        return model.decoder.decode(output_memory[:, :7], coords[:, :7].clamp(-5, 5), bundle, mask_features)
 
     with torch.no_grad():
         step()  # first call: builds (and caches) the spatial-shapes tensors, a host-to-device copy

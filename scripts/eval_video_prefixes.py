@@ -17,6 +17,7 @@ import argparse
 import copy
 import json
 import logging
+import os
 import sys
 from typing import Dict, List
 
@@ -78,6 +79,7 @@ def main(argv=None) -> Dict[int, Dict[str, float]]:
     parser.add_argument("--config-file", required=True)
     parser.add_argument("--checkpoint", required=True, help="model weights (train.init_checkpoint)")
     parser.add_argument("--prefixes", default="1,3,8,16,0", help="comma-separated K values; 0 = whole videos")
+    parser.add_argument("--json", default=None, help="also write {K: {metric: percent}} to this file")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides key=value")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(name)s] %(message)s")
@@ -115,6 +117,11 @@ def main(argv=None) -> Dict[int, Dict[str, float]]:
     print("|---:|" + "---:|" * len(keys))
     for k, row in table.items():
         print(f"| {k or 'all'} | " + " | ".join(f"{100 * row[c]:.1f}" if row[c] >= 0 else "nan" for c in keys) + " |")
+    if args.json:
+        with open(args.json + ".partial", "w") as f:
+            json.dump({str(k): {c: (100 * v if v >= 0 else None) for c, v in row.items()} for k, row in table.items()},
+                      f, indent=1)
+        os.replace(args.json + ".partial", args.json)
     return table
 
 

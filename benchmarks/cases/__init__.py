@@ -3,7 +3,7 @@
 import importlib
 
 MODULES = ["inference", "detrex_compare", "breakdown", "scaling", "rle_spill", "training", "evaluation", "accuracy",
-           "trackers"]
+           "trackers", "tracking", "parity"]
 
 
 def load_all() -> None:

@@ -144,3 +144,37 @@ def test_phase1_then_phase2(datasets_root, tmp_path):
     log = (out2 / "log.txt").read_text()
     assert re.search(r"Trainable parameters: (\d+) of (\d+)", log)
     assert "Loading from" in log and "model_final.pth" in log
+
+
+def test_tracker_recipes_on_ytvis_2019_layout(datasets_root, tmp_path):
+    """The trackers' R-50 YouTube-VIS 2019 recipes train through train_net on data in the official layout: the
+    image-mode segmenter stage (MinVIS's tracker, then evaluated as MinVIS), DVIS's tracker stage on that frozen
+    segmenter, and InsPro-style propagation."""
+    small_test = ["dataloader.test.mapper.augmentations.0.short_edge_length=128",
+                  "dataloader.test.mapper.augmentations.0.max_size=160", "dataloader.test.num_workers=0",
+                  "train.eval_period=-1"]
+    stage1 = tmp_path / "segmenter_image"
+    train_net(["--config-file", "configs/trackers/segmenter_r50_ytvis19_image.py", *SMALL_AUGS, *small_test,
+               "train.init_checkpoint=", f"train.output_dir={stage1}"], datasets_root)
+    assert _iters(stage1)[1] == [0, 1]
+    minvis = tmp_path / "minvis_eval"
+    train_net(["--config-file", "configs/trackers/segmenter_r50_ytvis19_image.py", "--eval-only", *SMALL_AUGS,
+               *small_test, f"train.init_checkpoint={stage1 / 'model_final.pth'}", f"train.output_dir={minvis}"],
+              datasets_root)
+    assert "segm" in json.load(open(minvis / "eval_results.json"))
+    dvis = tmp_path / "dvis"
+    train_net(["--config-file", "configs/trackers/dvis_r50_ytvis19.py", *SMALL_AUGS, *small_test,
+               f"train.init_checkpoint={stage1 / 'model_final.pth'}", f"train.output_dir={dvis}"], datasets_root)
+    assert _iters(dvis)[1] == [0, 1]
+    first = torch.load(stage1 / "model_final.pth", weights_only=False)["model"]
+    after = torch.load(dvis / "model_final.pth", weights_only=False)["model"]
+    # DVIS's stage 2: the segmenter stays as stage 1 left it, the tracker moved
+    seg_keys = [k for k in first if k.startswith(("backbone.", "pixel_decoder.", "decoder."))]
+    assert seg_keys and all(torch.equal(first[k], after[k]) for k in seg_keys)
+    assert any(k.startswith("tracker.") for k in after) and not any(k.startswith("tracker.") for k in first)
+    inspro = tmp_path / "inspro"
+    train_net(["--config-file", "configs/trackers/inspro_r50_ytvis19.py", *SMALL_AUGS, *small_test,
+               "dataloader.train.pseudo_ratio=0.5", "train.init_checkpoint=", f"train.output_dir={inspro}"],
+              datasets_root)
+    rows, iters = _iters(inspro)
+    assert iters == [0, 1] and any("loss_dedup" in r for r in rows)

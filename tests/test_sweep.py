@@ -171,3 +171,24 @@ def test_real_two_run_grid_on_the_tiny_config(sweep, tmp_path, monkeypatch, tiny
     assert sweep.main(argv) == 0  # second call: both skipped
     assert os.path.getmtime(out / "reduced_supervision-true" / "model_final.pth") == mtime
     assert (out / "results.md").read_text().count("skipped (done)") == 2
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_real_tracker_table_whose_rows_are_config_files(sweep, tmp_path, monkeypatch, tiny_synthetic_root):
+    """A tracker table on the tiny synthetic data: MinVIS (training-free: evaluated) and two trained trackers."""
+    pytest.importorskip("local2global.modeling.decoder")
+    monkeypatch.setenv("L2G_SYNTHETIC_ROOT", str(tiny_synthetic_root))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    out = tmp_path / "trackers"
+    cfgs = ["configs/trackers/minvis_tiny_synthetic.py", "configs/local2global_tiny_synthetic.py",
+            "configs/trackers/inspro_tiny_synthetic.py"]
+    argv = ["--configs", *cfgs, "--out", str(out), "train.max_iter=1", "train.device=cpu",
+            "dataloader.train.total_batch_size=1"]
+    assert sweep.main(argv) == 0
+    assert (out / "minvis_tiny_synthetic" / "eval_results.json").is_file()
+    assert not (out / "minvis_tiny_synthetic" / "model_final.pth").exists()  # nothing was trained
+    assert sweep.is_finished(str(out / "local2global_tiny_synthetic"))
+    assert sweep.is_finished(str(out / "inspro_tiny_synthetic"))
+    md = (out / "results.md").read_text()
+    assert md.count("| ok |") == 3 and "`configs/trackers/inspro_tiny_synthetic.py`" in md

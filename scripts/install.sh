@@ -23,7 +23,8 @@
 #                          makes one), including sal-detectron2's original wheel or its re-tagged py3-none-any wheel.
 # A stamp file (.venv/.l2g-install-stamp) holds a hash of this script and the requirements file in use (plus, with
 # L2G_USE_SYSTEM_TORCH=1, the torch version and the wheel folder): when it matches, the step returns in well under a
-# second. The default mode's stamp does not depend on the L2G_USE_SYSTEM_TORCH inputs.
+# second (with L2G_USE_SYSTEM_TORCH=1 the check imports torch first: a second or two). The default mode's stamp does
+# not depend on the L2G_USE_SYSTEM_TORCH inputs.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -33,7 +34,8 @@ D2_WHEEL_SHA256="491af0c7f79bdb2d178e46f6cb16a97c4ac968d45c41ea3f6b6435d59bbee56
 TORCH_PINS=(torch==2.14.1 torchvision==0.29.1)
 USE_SYSTEM_TORCH="${L2G_USE_SYSTEM_TORCH:-0}"
 WHEELS="${L2G_WHEELS:-}"
-# Oldest torch the code is known to need (torch.amp.GradScaler("cuda"), torch.utils.weak ...); the 2.x API only.
+# The torch range accepted from the interpreter: torch.amp.GradScaler("cuda") (2.3+) and torch-ms-deform-attn's
+# floor (2.4); the 2.x API only. The pinned, tested version is TORCH_PINS.
 SYSTEM_TORCH_MIN="2.4"
 SYSTEM_TORCH_BELOW="3"
 if [[ "$USE_SYSTEM_TORCH" == "1" ]]; then

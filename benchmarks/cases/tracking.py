@@ -301,16 +301,26 @@ def _resample(gt: dict, preds_by_video: Dict[int, list], picks: Sequence[int]) -
     return dict(gt, videos=videos, annotations=anns), preds
 
 
-def bootstrap_ap(gt: dict, results: Dict[str, Dict[int, list]], picks: np.ndarray) -> Dict[str, np.ndarray]:
-    """AP (percent) of each run on each bootstrap resample of the videos: ``{run: (R,)}``."""
+def _bootstrap_one(gt: dict, by_video: Dict[int, list], picks: np.ndarray) -> np.ndarray:
     from local2global.evaluation.ytvis import evaluate_ytvis
 
-    out = {k: np.empty(len(picks)) for k in results}
+    out = np.empty(len(picks))
     for r, pick in enumerate(picks):
-        for k, by_video in results.items():
-            sub_gt, sub_preds = _resample(gt, by_video, pick)
-            out[k][r] = 100.0 * evaluate_ytvis(sub_gt, sub_preds)["AP"]
+        sub_gt, sub_preds = _resample(gt, by_video, pick)
+        out[r] = 100.0 * evaluate_ytvis(sub_gt, sub_preds)["AP"]
     return out
+
+
+def bootstrap_ap(gt: dict, results: Dict[str, Dict[int, list]], picks: np.ndarray,
+                 workers: int = EVAL_WORKERS) -> Dict[str, np.ndarray]:
+    """AP (percent) of each run on each bootstrap resample of the videos: ``{run: (R,)}`` (runs in parallel)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    if workers <= 1 or len(results) <= 1:
+        return {k: _bootstrap_one(gt, v, picks) for k, v in results.items()}
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        jobs = {k: pool.submit(_bootstrap_one, gt, v, picks) for k, v in results.items()}
+        return {k: job.result() for k, job in jobs.items()}
 
 
 def _by_video(preds: list) -> Dict[int, list]:

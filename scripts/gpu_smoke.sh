@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # GPU smoke check (issue 19): on a GPU machine that has its own Python with a CUDA torch and no internet, install the
 # project with the existing-torch mode from carried wheels, run the CUDA tests, 100 tiny training iterations in fp32
-# and with AMP (bf16 and fp16), a --resume, an evaluation and the quick inference / training benchmark cases on
-# CUDA, and print one summary. Budget: under 8 minutes (each step is time-boxed; what does not fit is reported as
+# and with AMP (bf16 and fp16), a --resume, an evaluation, a timing of the deformable-attention implementations and
+# the quick inference / training benchmark cases on CUDA, and print one summary. Budget: under 8 minutes (each step is time-boxed; what does not fit is reported as
 # skipped, not left running).
 #
 #   bash scripts/gpu_smoke.sh --prepare-wheels .whl   # HERE (with PyPI): the wheels such a machine lacks (~11 MiB)
@@ -184,7 +184,61 @@ record tests-result "$(grep -q ' passed' "$SMOKE/logs/tests.log" && echo ok || e
 print('[smoke] deformable attention on CUDA:', m.compiled_kernel_name('cuda') or 'PyTorch ' + m.DEFAULT_PYTORCH_IMPL)" \
   2>&1 | tail -n 2
 
-# 5. the quick inference / training benchmark cases on CUDA, with what is left of the budget
+# 5. deformable attention on CUDA: reference vs fast vs the compiled kernel (decides DEFAULT_PYTORCH_IMPL there)
+cat > "$SMOKE/attention_timing.py" <<'PY'
+import sys
+import torch
+from local2global.modeling import ms_deform_attn as m
+
+device = torch.device(sys.argv[1])
+levels = [(48, 80), (24, 40), (12, 20), (6, 10)]  # a 360x640 frame padded to 384x640, S = 5100
+spatial, start = m.spatial_shapes_tensor(levels, device)
+num_value = sum(h * w for h, w in levels)
+kernel = m.get_compiled_kernel(device) if device.type == "cuda" else None
+impls = {"reference": lambda v, l, a: m.multi_scale_deformable_attn_pytorch(v, spatial, l, a),
+         "fast": lambda v, l, a: m.multi_scale_deformable_attn_fast(v, spatial, l, a)}
+if kernel is not None:
+    impls[m.compiled_kernel_name(device)] = lambda v, l, a: kernel(v, spatial, start, l, a, 64)
+
+
+def timed(fn, reps=10):
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    best = float("inf")
+    for _ in range(reps):
+        if device.type == "cuda":
+            begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            begin.record(); fn(); end.record(); torch.cuda.synchronize()
+            best = min(best, begin.elapsed_time(end))
+        else:
+            import time
+            tic = time.perf_counter(); fn(); best = min(best, (time.perf_counter() - tic) * 1e3)
+    return best
+
+
+for num_query, batch in ((num_value, 2), (300, 2)):
+    g = torch.Generator().manual_seed(0)
+    v = torch.randn(batch, num_value, 8, 32, generator=g).to(device)
+    loc = (torch.rand(batch, num_query, 8, 4, 4, 2, generator=g) * 1.2 - 0.1).to(device)
+    att = torch.rand(batch, num_query, 8, 4, 4, generator=g).softmax(-1).to(device)
+    cells = []
+    for name, fn in impls.items():
+        leaves = [t.clone().requires_grad_() for t in (v, loc, att)]
+        with torch.no_grad():
+            fwd = timed(lambda: fn(v, loc, att))
+        both = timed(lambda: fn(*leaves).sum().backward())
+        cells.append(f"{name} {fwd:.2f}/{both:.2f}")
+    print(f"B={batch} Nq={num_query}: forward/forward+backward ms: " + ", ".join(cells))
+PY
+if [[ "$DEVICE" != "cuda" ]]; then
+  record attention-timing skipped 0 "CUDA timing only"
+elif run_step attention-timing 80 60 "$PY" "$SMOKE/attention_timing.py" "$DEVICE"; then
+  while read -r line; do record attention-timing-result ok 0 "$line"; done \
+    < <(grep -E '^B=' "$SMOKE/logs/attention-timing.log")
+fi
+
+# 6. the quick inference / training benchmark cases on CUDA, with what is left of the budget
 if [[ "$BENCH" == "1" ]]; then
   run_step bench 90 200 "$PY" benchmarks/run.py --quick --cases inference,training --force \
     --output "$SMOKE/RESULTS-gpu.md"

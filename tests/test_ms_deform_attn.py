@@ -210,7 +210,7 @@ def test_key_padding_mask_and_sequence_first():
         layer(query, value=value, reference_points=refs[..., :1], spatial_shapes=shapes)
 
 
-def test_implementation_switch_and_compiled_hook(monkeypatch, request):
+def test_implementation_switch_and_compiled_hook(monkeypatch, request, fresh_kernel_lookup):
     calls = []
     monkeypatch.setattr(msda, "multi_scale_deformable_attn_pytorch",
                         lambda *a: calls.append("reference") or multi_scale_deformable_attn_pytorch(*a))
@@ -228,9 +228,10 @@ def test_implementation_switch_and_compiled_hook(monkeypatch, request):
     monkeypatch.setenv(msda.ENV_VAR, "reference")
     msda.multi_scale_deformable_attn(value, spatial, None, loc, attn)
     assert calls[-1] == "reference"
-    monkeypatch.setenv(msda.ENV_VAR, "compiled")
-    with pytest.raises(RuntimeError, match="cuda tensors only"):
-        msda.multi_scale_deformable_attn(value, spatial, None, loc, attn)
+    monkeypatch.setenv(msda.ENV_VAR, "compiled")  # asked for explicitly: used on a CPU tensor too
+    msda.multi_scale_deformable_attn(value, spatial, None, loc, attn)
+    assert kernel_calls == [1]
+    kernel_calls.clear()
     monkeypatch.setenv(msda.ENV_VAR, "bogus")
     with pytest.raises(ValueError, match="L2G_MSDA_IMPL"):
         msda.get_implementation()
@@ -567,3 +568,24 @@ def test_off_pixel_centres_moves_only_locations_on_a_centre():
     changed = (moved != loc).nonzero().tolist()
     assert changed == [[0, 0, 0, 0, 0, 0], [0, 1, 1, 1, 2, 1]]
     assert moved[0, 0, 0, 0, 0, 0] * 10 - 0.5 == pytest.approx(8 + 2 * msda._CENTRE_MARGIN, abs=1e-5)
+
+
+def test_compiled_on_a_cpu_tensor_uses_a_kernel_that_passes_there_or_names_why_not(monkeypatch, fresh_kernel_lookup):
+    monkeypatch.setattr(msda, "COMPILED_CANDIDATES", (("not-installed", "l2g_no_such_kernel_package", "F"),))
+    monkeypatch.setenv(msda.ENV_VAR, "compiled")
+    spatial, value, loc, attn = random_inputs(1, 5, 2, 4, [(3, 4), (2, 2)], num_points=2)
+    with pytest.raises(RuntimeError, match="none of not-installed is installed"):
+        msda.multi_scale_deformable_attn(value, spatial, None, loc, attn)
+    msda._reset_compiled_lookup()
+    module = types.ModuleType("l2g_stand_in_kernel")
+    module.F = _ReferenceAsKernel
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    monkeypatch.setattr(msda, "COMPILED_CANDIDATES", (("stand-in", module.__name__, "F"),))
+    monkeypatch.setattr(_ReferenceAsKernel, "calls", 0)
+    monkeypatch.setattr(_ReferenceAsKernel, "gain", 1.0)
+    out = msda.multi_scale_deformable_attn(value, spatial, None, loc, attn)
+    assert _ReferenceAsKernel.calls == 2 and msda.compiled_kernel_name("cpu") == "stand-in"
+    torch.testing.assert_close(out, multi_scale_deformable_attn_pytorch(value, spatial, loc, attn))
+    monkeypatch.setenv(msda.ENV_VAR, "auto")  # "auto" keeps CPU tensors on the PyTorch path
+    msda.multi_scale_deformable_attn(value, spatial, None, loc, attn)
+    assert _ReferenceAsKernel.calls == 2

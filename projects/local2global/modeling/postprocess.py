@@ -187,8 +187,8 @@ class FrameLogitStore:
     few dozen bytes of bookkeeping per frame. :meth:`rows` reads back only the rows of the requested slots
     (one seek per slot and frame), so finishing the top-k slots reads ``k`` rows per frame, not the whole record.
 
-    Size: ``4 * h * w`` bytes per stored slot and frame (a 360x640 input: 57.6 KiB; 300 slots: 17 MB per frame at
-    most, on disk, not in memory).
+    Size: ``4 * h * w`` bytes per stored slot and frame (a 360x640 frame padded to 384x640 has 96x160 logits:
+    60 KiB per slot, 17.6 MiB per frame for 300 slots at most), on disk, not in memory.
 
     Args:
         spill: write frames to a temporary file instead of keeping them in memory.
@@ -341,9 +341,11 @@ class VideoPostprocessor:
             pred_logits: ``(N, C)`` class logits of the final decoder layer.
             pred_masks: ``(N, h, w)`` mask logits (stride 4 of the padded input).
             padded_size / image_size / output_size: see :func:`upsample_mask_logits`.
-            keep_frame_masks: also return this frame's probabilities and bool masks (streaming API).
-            store: keep this frame's RLEs for the video-level result. A live stream that only wants per-frame
-                instances passes ``False`` so that nothing grows with the stream's length.
+            keep_frame_masks: also return this frame's probabilities and bool masks (streaming API; every slot is
+                then upsampled on this frame, as :meth:`frame_instances` picks its slots from all N).
+            store: keep what the video-level result needs of this frame (the low-resolution logits, or with
+                ``deferred=False`` the RLEs). A live stream that only wants per-frame instances passes ``False`` so
+                that nothing grows with the stream's length.
 
         Returns:
             ``(probs (N, C), masks (N, H0, W0) bool)`` when ``keep_frame_masks`` else ``None``.

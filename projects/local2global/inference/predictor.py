@@ -12,15 +12,15 @@ for frame in frames:                       # H×W×3 uint8 numpy arrays (RGB by 
 predictor.reset()                          # before the next video
 ```
 
-The predictor keeps only the model's O(N·D) :class:`~local2global.modeling.meta_arch.TrackState` between
-frames (plus the video-level running scores and RLEs of the post-processor, which the video result needs);
+The predictor keeps only the model's tracker state between frames (O(N·D) for every shipped tracker, e.g.
+:class:`~local2global.modeling.trackers.TrackState`) (plus the video-level running scores and RLEs of the post-processor, which the video result needs);
 per-frame masks are returned to the caller and not retained.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -28,7 +28,6 @@ from detectron2.config import instantiate
 from detectron2.data import transforms as T
 
 from local2global.modeling.checkpoint import Local2GlobalCheckpointer
-from local2global.modeling.meta_arch import TrackState
 from local2global.modeling.postprocess import FrameInstances
 
 __all__ = ["VideoPredictor", "to_rgb_uint8"]
@@ -95,13 +94,13 @@ class VideoPredictor:
 
     def reset(self) -> None:
         """Start a new video."""
-        self._state: Optional[TrackState] = None
+        self._state: Any = None  # the model's tracker state (None before the first frame)
         self._frame_index = 0
         self._output_size: Optional[Tuple[int, int]] = None
         self.model.postprocessor.reset()
 
     @property
-    def state(self) -> Optional[TrackState]:
+    def state(self) -> Any:
         """The tensors carried between frames (O(N·D), independent of the video length)."""
         return self._state
 

@@ -3,7 +3,7 @@
 import importlib
 
 MODULES = ["inference", "detrex_compare", "breakdown", "scaling", "rle_spill", "training", "evaluation", "accuracy",
-           "trackers", "tracking", "parity"]
+           "trackers", "tracking", "parity", "postprocess"]
 
 
 def load_all() -> None:

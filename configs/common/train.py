@@ -10,8 +10,10 @@ train = dict(
     init_checkpoint="",
     # total training iterations (lr milestones are fractions of it, configs/common/schedule.py)
     max_iter=90000,
-    # automatic mixed precision (CUDA only: detectron2's AMPTrainer; ignored with a warning on CPU)
-    amp=dict(enabled=False),
+    # mixed precision: enabled (detrex's key); precision "fp16" (GradScaler) / "bf16" (no scaler) / None (fp16 on
+    # CUDA, bf16 on CPU); tf32 True / False / None (TF32 for CUDA matmuls and cuDNN; None: PyTorch's defaults).
+    # The pixel encoder, deformable attention, decoder layers and matcher mask costs stay fp32 (engine/trainer.py)
+    amp=dict(enabled=False, precision=None, tf32=None),
     # kwargs of detectron2's create_ddp_model / torch DistributedDataParallel
     # (scripts/train_net.py passes device_ids=None on CPU, where gloo is used)
     ddp=dict(

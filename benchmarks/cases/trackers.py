@@ -55,6 +55,7 @@ def build_with_tracker(recipe: Optional[str], overrides: List[str]):
     if recipe is not None:
         src = LazyConfig.load(str(ROOT / recipe))
         cfg.model.tracker = src.model.tracker
+        cfg.train = src.train  # the tracker node may read train.* (DVIS: the guided-matching switch point)
     cfg = LazyConfig.apply_overrides(cfg, overrides)
     torch.manual_seed(0)
     return instantiate(cfg.model).to(device()).eval()

@@ -280,7 +280,8 @@ class Local2Global(nn.Module):
         return self.criterion(outputs_per_frame, targets)
 
     def prepare_targets(self, clips: List[Dict], images: ImageList) -> List[List[Dict[str, Tensor]]]:
-        """Per clip, per frame target dicts for the criterion (masks padded, boxes normalised cxcywh)."""
+        """Per clip, per frame target dicts for the criterion (masks padded, boxes normalised cxcywh; ``is_thing``
+        (n,) bool when the clip's ``Instances`` carry ``gt_is_thing``, i.e. panoptic training)."""
         pad_h, pad_w = images.tensor.shape[-2:]
         all_targets = []
         for clip in clips:
@@ -293,13 +294,17 @@ class Local2Global(nn.Module):
                 padded[:, : masks.shape[1], : masks.shape[2]] = masks.to(self.device, dtype=torch.bool)
                 scale = torch.tensor([w, h, w, h], dtype=torch.float32, device=self.device)
                 boxes = box_xyxy_to_cxcywh(inst.gt_boxes.tensor.to(self.device).float()) / scale
-                frames.append({
+                target = {
                     "labels": inst.gt_classes.to(self.device),
                     "masks": padded,
                     "boxes": boxes,
                     "valid": inst.gt_valid.to(self.device, dtype=torch.bool),
                     "ids": inst.gt_ids.to(self.device),
-                })
+                }
+                if inst.has("gt_is_thing"):
+                    # Panoptic clips (VideoPanopticClipMapper): stuff targets get no box loss and no box cost.
+                    target["is_thing"] = inst.gt_is_thing.to(self.device, dtype=torch.bool)
+                frames.append(target)
             all_targets.append(frames)
         return all_targets
 

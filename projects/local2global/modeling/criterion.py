@@ -164,6 +164,13 @@ def concat_masks_padded(masks: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.cat(padded, dim=0)
 
 
+def _is_thing(target: Dict[str, torch.Tensor]) -> torch.Tensor:
+    """``(n,)`` bool thing flags of a target dict (all things when the key is missing: instance data)."""
+    if "is_thing" in target:
+        return target["is_thing"].to(torch.bool)
+    return torch.ones(len(target["labels"]), dtype=torch.bool, device=target["labels"].device)
+
+
 class SetCriterion(nn.Module):
     """MaskDINO's criterion (image level).
 
@@ -287,7 +294,13 @@ class SetCriterion(nn.Module):
         return {"loss_ce": loss_ce}
 
     def loss_boxes(self, outputs, targets, indices: Indices, num_boxes: float, **kwargs) -> Dict[str, torch.Tensor]:
-        """Box L1 (``loss_bbox``) and ``1 - GIoU`` (``loss_giou``) of matched pairs, ``/ num_boxes``."""
+        """Box L1 (``loss_bbox``) and ``1 - GIoU`` (``loss_giou``) of matched pairs, ``/ num_boxes``.
+
+        Panoptic targets (dicts with ``is_thing (n,)`` bool) contribute only their thing pairs, as MaskDINO's
+        ``loss_boxes_panoptic``: the normaliser stays ``num_boxes`` (all instances, stuff included). The stuff
+        pairs are zeroed with ``torch.where`` rather than removed (no host synchronisation); without ``is_thing``
+        the computation is the instance one, unchanged.
+        """
         batch_idx, src_idx = self._src_permutation_idx(indices)
         device = outputs["pred_boxes"].device
         src_boxes = outputs["pred_boxes"][batch_idx.to(device), src_idx.to(device)]
@@ -297,6 +310,11 @@ class SetCriterion(nn.Module):
         loss_bbox = F.l1_loss(src_boxes, target_boxes, reduction="none")
         giou = generalized_box_iou(box_cxcywh_to_xyxy(src_boxes), box_cxcywh_to_xyxy(target_boxes))
         loss_giou = 1 - torch.diag(giou)
+        if any("is_thing" in t for t in targets):
+            thing = torch.cat([_is_thing(t)[tgt.to(t["labels"].device)] for t, (_, tgt) in zip(targets, indices)])
+            thing = thing.to(device)
+            loss_bbox = torch.where(thing[:, None], loss_bbox, torch.zeros_like(loss_bbox))
+            loss_giou = torch.where(thing, loss_giou, torch.zeros_like(loss_giou))
         return {"loss_bbox": loss_bbox.sum() / num_boxes, "loss_giou": loss_giou.sum() / num_boxes}
 
     def loss_masks(

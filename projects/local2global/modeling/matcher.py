@@ -37,6 +37,7 @@ __all__ = [
     "batch_sigmoid_ce_cost",
     "batch_dice_cost",
     "focal_class_cost",
+    "neutralize_stuff_columns",
 ]
 
 #: Epsilon inside the logs of the focal class cost (detrex MaskDINO at the fixture's commit).
@@ -134,6 +135,29 @@ def focal_class_cost(
     return pos[:, labels] - neg[:, labels]
 
 
+def neutralize_stuff_columns(cost: torch.Tensor, tgt_is_thing: torch.Tensor) -> torch.Tensor:
+    """MaskDINO's panoptic box cost: every stuff column takes the mean box cost of the thing columns.
+
+    A box says little about a stuff region (sky, road: often the whole frame), so MaskDINO drops the box cost of
+    stuff targets. It does not zero it: a constant column leaves the assignment unchanged when every target gets a
+    query (``N >= M``), and the things' mean keeps stuff targets neither cheaper nor dearer than things when some
+    target must stay unmatched. Without thing targets the stuff columns are 0 (MaskDINO's NaN -> 0).
+
+    Computed without host synchronisation (``torch.where``; the mean as a masked sum), so it is safe on CUDA.
+
+    Args:
+        cost: ``(N, M)`` box cost (L1 or -GIoU).
+        tgt_is_thing: ``(M,)`` bool.
+
+    Returns:
+        ``(N, M)``; exactly ``cost`` where the target is a thing.
+    """
+    thing = tgt_is_thing.to(device=cost.device, dtype=torch.bool)
+    count = thing.sum() * cost.shape[0]
+    mean = (cost * thing.to(cost.dtype)).sum() / count.clamp(min=1).to(cost.dtype)
+    return torch.where(thing[None, :], cost, mean)
+
+
 class HungarianMatcher(nn.Module):
     """One-to-one assignment between predictions and ground truth with MaskDINO's costs.
 
@@ -178,6 +202,7 @@ class HungarianMatcher(nn.Module):
         tgt_boxes: torch.Tensor,
         cost: Sequence[str] = ALL_COSTS,
         generator: Optional[torch.Generator] = None,
+        tgt_is_thing: Optional[torch.Tensor] = None,
     ) -> Dict[str, torch.Tensor]:
         """The unweighted cost terms of one image.
 
@@ -187,6 +212,8 @@ class HungarianMatcher(nn.Module):
             tgt_boxes: ``(M, 4)`` normalised cxcywh.
             cost: which of ``"cls"``, ``"box"``, ``"mask"`` to compute (others are scalar 0).
             generator: random source of the shared sampling points (point mode only).
+            tgt_is_thing: ``(M,)`` bool (panoptic targets): stuff columns of the box costs get the things' mean
+                (:func:`neutralize_stuff_columns`); ``None`` (instance targets) leaves them untouched.
 
         Returns:
             dict with ``cost_class``, ``cost_mask``, ``cost_dice``, ``cost_bbox``, ``cost_giou``,
@@ -199,6 +226,9 @@ class HungarianMatcher(nn.Module):
             terms["cost_giou"] = -generalized_box_iou(
                 box_cxcywh_to_xyxy(pred_boxes), box_cxcywh_to_xyxy(tgt_boxes.to(pred_boxes))
             )
+            if tgt_is_thing is not None:
+                terms["cost_bbox"] = neutralize_stuff_columns(terms["cost_bbox"], tgt_is_thing)
+                terms["cost_giou"] = neutralize_stuff_columns(terms["cost_giou"], tgt_is_thing)
         else:
             terms["cost_bbox"] = zero
             terms["cost_giou"] = zero
@@ -250,10 +280,11 @@ class HungarianMatcher(nn.Module):
         tgt_boxes: torch.Tensor,
         cost: Sequence[str] = ALL_COSTS,
         generator: Optional[torch.Generator] = None,
+        tgt_is_thing: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         """Weighted matching cost of one image, ``(N, M)`` (see :meth:`cost_terms` for the args)."""
         terms = self.cost_terms(
-            pred_logits, pred_masks, pred_boxes, tgt_labels, tgt_masks, tgt_boxes, cost, generator
+            pred_logits, pred_masks, pred_boxes, tgt_labels, tgt_masks, tgt_boxes, cost, generator, tgt_is_thing
         )
         return self.combine(terms, pred_logits.shape[0])
 
@@ -303,7 +334,8 @@ class HungarianMatcher(nn.Module):
 
         Args:
             outputs: ``pred_logits (B, N, C)``, ``pred_masks (B, N, h, w)``, ``pred_boxes (B, N, 4)``.
-            targets: B dicts with ``labels (M,)``, ``masks (M, H, W)``, ``boxes (M, 4)``.
+            targets: B dicts with ``labels (M,)``, ``masks (M, H, W)``, ``boxes (M, 4)`` and, for panoptic
+                targets, ``is_thing (M,)`` bool (no box cost for stuff, see :func:`neutralize_stuff_columns`).
             cost: cost kinds to use (detrex's default: all three).
             generator: random source of the mask-cost points.
 
@@ -323,6 +355,7 @@ class HungarianMatcher(nn.Module):
                 tgt["boxes"],
                 cost=cost,
                 generator=generator,
+                tgt_is_thing=tgt.get("is_thing"),
             )
             costs.append(total)
         return self.solve_batch(costs)  # one host copy for the batch, not one per image

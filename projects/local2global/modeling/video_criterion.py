@@ -13,6 +13,11 @@ Semantics (SPEC §3, rows *matching*, *targets*, *reduced supervision*, *loss no
   in the frame's target set). While valid: class + mask + box. After it disappears (any frame
   where it is invalid after its first appearance): the slot keeps the class, its mask target is
   empty and it has no box loss; ``absent_as_no_object=True`` makes such slots no-object instead.
+* **Panoptic targets** (frame dicts with ``is_thing (n,)`` bool, from
+  :class:`~local2global.data.vps_mapper.VideoPanopticClipMapper`): stuff targets are tracks like things (matched
+  once, propagated, class + mask losses), but have no box loss and no box matching cost (MaskDINO's panoptic
+  mode: :func:`~local2global.modeling.matcher.neutralize_stuff_columns`, ``SetCriterion.loss_boxes``). Without the
+  key (instance data) nothing changes, bit for bit.
 * **Encoder (interm) loss** is image level: per frame, matched independently by the matcher on the
   ``interm_outputs`` against the frame's valid instances only (MaskDINO's interm loss).
 * **Reduced supervision** (per clip, every call): the last frame is always supervised; ``k`` is
@@ -225,6 +230,7 @@ class VideoSetCriterion(nn.Module):
                     tgt["boxes"][dev_idx.to(tgt["boxes"].device)],
                     cost=self.match_costs,
                     generator=generator,
+                    tgt_is_thing=tgt["is_thing"][dev_idx.to(tgt["is_thing"].device)] if "is_thing" in tgt else None,
                 ).cpu()
                 taken = slot[slot >= 0]
                 cost[taken] = TAKEN_SLOT_COST
@@ -278,8 +284,8 @@ class VideoSetCriterion(nn.Module):
                 ``pred_masks (B, N, h, w)``, ``pred_boxes (B, N, 4)``, ``aux_outputs`` (list of dicts),
                 optional ``interm_outputs`` (dict).
             targets: B lists of T dicts: ``labels (n,)``, ``masks (n, H, W)`` (padded),
-                ``boxes (n, 4)`` normalised cxcywh, ``valid (n,)`` bool, ``ids (n,)``; every frame of a
-                clip lists the same tracks in the same order.
+                ``boxes (n, 4)`` normalised cxcywh, ``valid (n,)`` bool, ``ids (n,)``, optionally
+                ``is_thing (n,)`` bool (panoptic); every frame of a clip lists the same tracks in the same order.
             generator: torch generator, numpy generator or int seed; all randomness (frame
                 skipping, point sampling) comes from it (or from the criterion's seed / the global
                 torch RNG when ``None``).
@@ -384,7 +390,10 @@ class VideoSetCriterion(nn.Module):
             if not bool(valid.all()):
                 # Absent tracks: empty mask target, whatever the data put there.
                 masks = masks * valid.to(masks.device)[:, None, None].to(masks.dtype)
-            loss_targets.append({"labels": tgt["labels"], "masks": masks, "boxes": tgt["boxes"]})
+            loss_target = {"labels": tgt["labels"], "masks": masks, "boxes": tgt["boxes"]}
+            if "is_thing" in tgt:  # panoptic: no box loss for stuff targets
+                loss_target["is_thing"] = tgt["is_thing"]
+            loss_targets.append(loss_target)
 
         def stage(out: Dict, suffix: str) -> Dict[str, torch.Tensor]:
             result = {}
@@ -405,7 +414,8 @@ class VideoSetCriterion(nn.Module):
         valid_targets = []
         for tgt in frame_targets:
             keep = _valid(tgt)
-            valid_targets.append({k: tgt[k][keep.to(tgt[k].device)] for k in ("labels", "masks", "boxes")})
+            keys = ("labels", "masks", "boxes") + (("is_thing",) if "is_thing" in tgt else ())
+            valid_targets.append({k: tgt[k][keep.to(tgt[k].device)] for k in keys})
         if use_interm:
             interm = outputs["interm_outputs"]
             indices = self.matcher(interm, valid_targets, cost=self.match_costs, generator=generator)

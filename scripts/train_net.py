@@ -1,125 +1,23 @@
 #!/usr/bin/env python
-"""Train or evaluate a Local2Global LazyConfig (the command line of detectron2's ``tools/lazyconfig_train_net.py``).
+"""Train or evaluate a Local2Global LazyConfig: the file form of ``l2g-train`` (the logic lives in
+:mod:`local2global.engine.launch`; see its docstring for the command line).
 
     python scripts/train_net.py --config-file configs/local2global_tiny_synthetic.py train.max_iter=100
     python scripts/train_net.py --config-file configs/local2global_r50_ytvis19.py --num-gpus 8
-    python scripts/train_net.py --config-file ... --resume                 # continue from last_checkpoint
     python scripts/train_net.py --config-file ... --eval-only train.init_checkpoint=output/model_final.pth
-    # training-free recipes (train.eval_only=True, e.g. configs/trackers/minvis_*.py) evaluate without the flag
-    # two machines: --num-machines 2 --machine-rank {0,1} --dist-url tcp://<host of rank 0>:<port>
-
-Trailing ``key=value`` overrides are checked by :func:`local2global.engine.overrides.apply_overrides_strict`:
-a key that does not exist is an error (``null`` is None). ``--num-gpus N`` on a machine without a GPU starts N
-CPU processes (gloo). Outputs go to ``train.output_dir``: ``config.yaml``, ``log.txt``, ``metrics.json``,
-TensorBoard events, ``model_XXXXXXX.pth`` / ``model_final.pth`` / ``last_checkpoint`` and the evaluator's files.
 """
 
-from __future__ import annotations
-
-import logging
-import os
 import sys
 
-# Running from a fresh clone without `pip install -e .`: make `local2global` importable.
-_REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
-if os.path.join(_REPO, "projects") not in sys.path:
-    try:
-        import local2global  # noqa: F401
-    except ImportError:
-        sys.path.insert(0, os.path.join(_REPO, "projects"))
-
-import torch  # noqa: E402
-from detectron2.config import LazyConfig  # noqa: E402
-from detectron2.engine import default_argument_parser, default_setup, launch  # noqa: E402
-from detectron2.utils import comm  # noqa: E402
-from detectron2.utils.logger import setup_logger  # noqa: E402
-
-from local2global.engine.overrides import ConfigError, OverrideError, apply_overrides_strict, check_config  # noqa: E402
-from local2global.engine.trainer import apply_fast_dev_run, do_eval_only, do_train, training_started  # noqa: E402
-
-logger = logging.getLogger("local2global.train_net")
-
-
-def main(args) -> dict:
-    """Load the config, apply overrides, set up logging / output dir, train or evaluate.
-
-    A run that fails before its first iteration (a checkpoint of another architecture, a dataset that does not
-    exist, ...) puts the output folder's previous ``config.yaml`` back, so that it still describes the
-    checkpoints there.
-    """
-    previous_config = None
-    try:
-        cfg = LazyConfig.load(args.config_file)
-        cfg = apply_overrides_strict(cfg, args.opts)
-        check_config(cfg, f"config {args.config_file!r}")  # before default_setup writes to train.output_dir
-        apply_fast_dev_run(cfg)
-        config_path = os.path.join(cfg.train.output_dir or "", "config.yaml")
-        if cfg.train.output_dir and comm.is_main_process() and os.path.isfile(config_path):
-            with open(config_path, "rb") as f:
-                previous_config = f.read()
-        default_setup(cfg, args)
-        # detectron2's default_setup configures the "detectron2" and "fvcore" loggers; add this package's
-        setup_logger(cfg.train.output_dir, distributed_rank=comm.get_rank(), name="local2global", abbrev_name="l2g")
-        try:
-            if args.eval_only or bool(cfg.train.get("eval_only", False)):
-                if not args.eval_only:
-                    logger.info("train.eval_only=True (a training-free recipe): evaluating train.init_checkpoint")
-                return do_eval_only(cfg)
-            do_train(cfg, resume=args.resume)
-        except BaseException:
-            if previous_config is not None and (args.eval_only or cfg.train.get("eval_only", False)
-                                                or not training_started()):
-                with open(config_path + ".tmp", "wb") as f:
-                    f.write(previous_config)
-                os.replace(config_path + ".tmp", config_path)
-                logger.error("the run failed before training: restored the previous %s", config_path)
-            raise
-        return {}
-    finally:
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            # without it a CPU (gloo) worker sometimes aborts at exit (SPEC §7)
-            torch.distributed.destroy_process_group()
-
-
-def worker_main(args) -> dict:
-    """What ``launch`` runs in each process: :func:`main`, then, in a multi-process job, a hard exit on success.
-
-    With gloo on CPU, a worker that finished cleanly (process group destroyed) still aborts now and then while
-    Python tears down (``terminate called without an active exception`` from a C++ thread destroyed while
-    joinable: seen in CI after a 2-process run), which turns a successful job into a failed one. A worker that
-    returned normally therefore flushes its logs and leaves with ``os._exit(0)``; a failing worker raises as
-    before, so the job still exits non-zero.
-    """
-    result = main(args)
-    if args.num_gpus * args.num_machines > 1:
-        logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
-    return result
-
-
-def invoke_main() -> None:
-    parser = default_argument_parser()
-    args = parser.parse_args()
-    # check the overrides once, before any process is started (a typo should not spawn N workers to fail)
-    try:
-        check_config(apply_overrides_strict(LazyConfig.load(args.config_file), args.opts),
-                     f"config {args.config_file!r}")
-    except (OverrideError, ConfigError) as e:
+try:
+    from local2global.engine.launch import run
+except ImportError as e:  # the package (or detectron2, whose message says how to install it) is missing
+    if e.name == "detectron2":
         sys.exit(f"train_net.py: error: {e}")
-    if args.num_gpus > 1 and not torch.cuda.is_available():
-        logging.getLogger(__name__).info("No CUDA: --num-gpus %d starts %d CPU processes (gloo)",
-                                         args.num_gpus, args.num_gpus)
-    launch(
-        worker_main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-    )
-
+    if not (e.name or "").startswith("local2global"):
+        raise
+    sys.exit(f"train_net.py: error: the local2global package is not installed ({e}); run `make install` "
+             "(or `pip install -e .` in an environment that has torch and detectron2)")
 
 if __name__ == "__main__":
-    invoke_main()
+    run()

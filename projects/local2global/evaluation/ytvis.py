@@ -85,6 +85,9 @@ from .track_iou import iou_upper_bound_prunes, video_track_ious
 
 logger = logging.getLogger(__name__)
 
+#: File (in the evaluator's output_dir) that holds the ground truth scored for a dataset with a ``gt_filter``.
+GT_SUBSET_JSON_NAME = "ground_truth.json"
+
 __all__ = [
     "AREA_RANGES",
     "AREA_LABELS",
@@ -249,6 +252,10 @@ class YTVISEvaluator(_DatasetEvaluatorBase):
       in percent;
     * otherwise (hidden validation/test sets) writes the server-ready ``results.zip`` and returns ``{}``.
 
+    A dataset whose metadata has a ``gt_filter`` (a callable: parsed gt JSON -> the gt JSON to score against, e.g.
+    the held-out half of a training set, :mod:`local2global.data.local_split`) is scored against the filtered
+    JSON, which is written to ``<output_dir>/ground_truth.json`` (so that errors and later re-scoring name a file).
+
     Args:
         dataset_name: a registered dataset with ``json_file`` metadata.
         output_dir: where ``results.json`` / ``results.zip`` go (nothing is written if None).
@@ -279,6 +286,7 @@ class YTVISEvaluator(_DatasetEvaluatorBase):
         if long_video_ids is None:
             long_video_ids = meta.get("long_video_ids", None)
         self._long_video_ids = _read_id_list(long_video_ids)
+        self._gt_filter = meta.get("gt_filter", None)
         id_map = meta.get("thing_dataset_id_to_contiguous_id", None)
         if id_map is None:
             # detectron2's convention when the metadata lacks the map: sorted dataset ids -> 0..K-1.
@@ -344,6 +352,15 @@ class YTVISEvaluator(_DatasetEvaluatorBase):
             logger.info("[YTVISEvaluator] wrote %d predictions to %s", len(predictions), path)
 
         gt_json, _ = load_json(self._json_file, "ground truth")
+        gt_source = self._json_file
+        if self._gt_filter is not None and isinstance(gt_json, dict):
+            gt_json = self._gt_filter(gt_json)
+            gt_source = gt_json
+            if self._output_dir:
+                gt_source = os.path.join(self._output_dir, GT_SUBSET_JSON_NAME)
+                atomic_write_json(gt_json, gt_source)
+            logger.info("[YTVISEvaluator] %s: scoring against %d videos of %s (the dataset's gt_filter)",
+                        self._dataset_name, len(gt_json.get("videos", [])), self._json_file)
         if not isinstance(gt_json, dict) or not gt_json.get("annotations"):
             if not self._output_dir:
                 logger.warning(
@@ -363,7 +380,7 @@ class YTVISEvaluator(_DatasetEvaluatorBase):
         del gt_json  # evaluate from the path, so that errors name the gt file
         try:
             raw = evaluate_ytvis(
-                self._json_file, predictions, long_video_ids=self._long_video_ids, max_dets=self._max_dets
+                gt_source, predictions, long_video_ids=self._long_video_ids, max_dets=self._max_dets
             )
         except YTVISFormatError as e:
             written = os.path.join(self._output_dir, RESULTS_JSON_NAME) if self._output_dir else "not written"
@@ -404,6 +421,13 @@ def main(argv: Optional[Sequence[str]] = None) -> "OrderedDict[str, float]":
         parser.exit(2, f"error: {e}\n")
     print(format_results_table(res))
     return res
+
+
+def main_cli(argv: Optional[Sequence[str]] = None) -> int:
+    """The ``l2g-score`` console entry point: :func:`main`, exit status 0 (a console script exits with the
+    return value, and :func:`main` returns the results)."""
+    main(argv)
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

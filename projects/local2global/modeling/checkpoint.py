@@ -25,12 +25,13 @@ import os
 import tempfile
 from typing import Callable, Dict, Mapping, Optional
 
+import numpy as np
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from torch import nn
 
 __all__ = ["DETREX_PREFIX_MAP", "convert_maskdino_state_dict", "register_detrex_key_mapping",
-           "Local2GlobalCheckpointer", "CheckpointMismatchError"]
+           "Local2GlobalCheckpointer", "CheckpointMismatchError", "CheckpointFileError"]
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +70,25 @@ def _remap_hook(module: nn.Module, state_dict, prefix: str, *args, **kwargs) -> 
 def register_detrex_key_mapping(model: nn.Module) -> None:
     """Make ``model.load_state_dict`` accept detrex MaskDINO key names."""
     model.register_load_state_dict_pre_hook(_remap_hook)
+
+
+class CheckpointFileError(ValueError):
+    """A checkpoint file that does not exist or cannot be read as a checkpoint (junk, text, truncated download).
+
+    The message names the file and says what is wrong; the unpickler's own exception is chained as ``__cause__``.
+    """
+
+
+#: Longest excerpt of the underlying exception's message quoted in a :class:`CheckpointFileError`.
+_MAX_CAUSE_CHARS = 200
+
+
+def _describe(exc: BaseException) -> str:
+    """``"Type: first sentence of the message"`` (torch's unpickler appends advice that does not apply to junk)."""
+    text = " ".join(str(exc).split()).split(". ")[0]
+    if len(text) > _MAX_CAUSE_CHARS:
+        text = text[:_MAX_CAUSE_CHARS] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class CheckpointMismatchError(RuntimeError):
@@ -160,8 +180,38 @@ class Local2GlobalCheckpointer(DetectionCheckpointer):
                            listing(shape_list))
 
     def load(self, path, *args, **kwargs):
+        """Load ``path`` (see ``DetectionCheckpointer.load``), with clear errors for files that are not checkpoints.
+
+        Raises:
+            CheckpointFileError: ``path`` is a local path that does not exist, or the file cannot be read as a
+                checkpoint (random bytes, a text file, a truncated download, a pickle of something else); the
+                message names the file.
+            CheckpointMismatchError: a checkpoint of another architecture (see the class docstring).
+        """
+        if path and "://" not in str(path) and not os.path.isfile(path):
+            what = "is a folder, not a file" if os.path.isdir(path) else "does not exist"
+            raise CheckpointFileError(f"checkpoint {str(path)!r} {what}")
         self._loading_path = path
         return super().load(path, *args, **kwargs)
+
+    def _load_file(self, filename: str):
+        """``DetectionCheckpointer._load_file`` whose failures name the file (:class:`CheckpointFileError`)."""
+        size = os.path.getsize(filename) if os.path.isfile(filename) else None
+        where = f"checkpoint {filename!r}" + (f" ({size} bytes)" if size is not None else "")
+        hint = ("it is not a torch.save / detectron2 .pkl checkpoint, or it is incomplete (an interrupted download "
+                "or copy?)")
+        try:
+            loaded = super()._load_file(filename)
+        except (AssertionError, KeyboardInterrupt, MemoryError):
+            raise
+        except Exception as e:  # noqa: BLE001 - the unpicklers raise anything (KeyError, EOFError, RuntimeError, ...)
+            raise CheckpointFileError(f"{where} cannot be read: {hint} ({_describe(e)})") from e
+        if not isinstance(loaded, Mapping) or not isinstance(loaded.get("model"), Mapping):
+            kind = type(loaded.get("model") if isinstance(loaded, Mapping) else loaded).__name__
+            raise CheckpointFileError(f"{where} holds a {kind}, not a state dict or a {{'model': state dict}} dict")
+        if loaded["model"] and not any(isinstance(v, (torch.Tensor, np.ndarray)) for v in loaded["model"].values()):
+            raise CheckpointFileError(f"{where}: its state dict holds no tensors")
+        return loaded
 
     def save(self, name: str, **kwargs) -> None:
         """Write ``<save_dir>/<name>.pth`` and then ``last_checkpoint``, each atomically."""

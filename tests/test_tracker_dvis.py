@@ -74,9 +74,17 @@ def test_shapes_and_online_property():
         assert out["pred_masks"].shape == (1, N, h, w)
         assert out["pred_boxes"].shape == (1, N, 4)
         assert ((out["pred_boxes"] >= 0) & (out["pred_boxes"] <= 1)).all()
-        assert len(out["aux_outputs"]) == 5
-        assert all(a["pred_masks"].shape == (1, N, h, w) for a in out["aux_outputs"])
+        assert out["aux_outputs"] == []  # inference: only the last block's heads run
         assert "match_outputs" not in out  # eval: no guided matching
+    model.tracker.aux_at_inference = True
+    with torch.no_grad():
+        images = model.preprocess([frames[0]])
+        mf, ms = model.encode(images.tensor)
+        _, out_all = model.step(None, ms, mf)
+    assert len(out_all["aux_outputs"]) == 5
+    assert all(a["pred_masks"].shape == (1, N, h, w) for a in out_all["aux_outputs"])
+    assert torch.equal(out_all["pred_masks"], outs[0]["pred_masks"])  # the last block does not depend on it
+    model.tracker.aux_at_inference = False
     assert state.output.shape == state.embeds.shape == (1, N, D)
     # the tracker's predictions are its own, not the segmenter's
     seg_logits = model.decoder.predict(torch.zeros(1, N, D), torch.zeros(1, D, h, w))[0]

@@ -266,7 +266,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         for dtype, atol in ((torch.float64, args.atol64), (torch.float32, args.atol32)):
             torch.manual_seed(args.seed)
             ours = DVISTracker(args.num_classes, num_queries=args.num_queries, hidden_dim=args.hidden_dim,
-                               num_layers=args.num_layers, dim_feedforward=args.dim_feedforward).to(dtype).eval()
+                               num_layers=args.num_layers, dim_feedforward=args.dim_feedforward,
+                               aux_at_inference=True).to(dtype).eval()
             theirs = official.ReferringTracker(hidden_channel=args.hidden_dim,
                                                feedforward_channel=args.dim_feedforward, num_head=8,
                                                decoder_layer_num=args.num_layers, mask_dim=args.hidden_dim,

@@ -206,6 +206,10 @@ class DVISTracker(Tracker):
         query_noise: ``None`` or one of ``"rs"``, ``"wa"``, ``"cc"`` (DVIS++'s noise, training only).
         noise_ratio: probability of the noise per video and frame (DVIS++: 0.5).
         class_prior_prob: focal prior of the class bias.
+        aux_at_inference: also predict every block's class and mask at inference (``aux_outputs``; the parity
+            check compares them). Off by default: at inference only the last block's predictions are used, and the
+            other five blocks' mask heads would be most of the tracker's cost (at N = 300, 360×640: 10.1 of the
+            tracker's GMACs with them, see ``benchmarks/RESULTS.md``).
     """
 
     family = "association"
@@ -215,8 +219,9 @@ class DVISTracker(Tracker):
                  mask_dim: Optional[int] = None, num_layers: int = 6, nhead: int = 8, dim_feedforward: int = 2048,
                  dropout: float = 0.0, prealign: bool = True, guided_matching_iters: int = 0,
                  query_noise: Optional[str] = None, noise_ratio: float = 0.5,
-                 class_prior_prob: float = DEFAULT_CLASS_PRIOR_PROB):
+                 class_prior_prob: float = DEFAULT_CLASS_PRIOR_PROB, aux_at_inference: bool = False):
         super().__init__()
+        self.aux_at_inference = aux_at_inference
         if num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {num_layers}")
         if query_noise is not None and query_noise not in QUERY_NOISE_MODES:
@@ -280,16 +285,18 @@ class DVISTracker(Tracker):
         embeds = decoded.hs[-1].detach()  # (B, N, D) normed segmenter queries (frozen: no graph anyway)
         perm, identity = self.initial_queries(state, embeds)
         outs = self.forward_blocks(identity, embeds, None if state is None else state.output)
-        stacked = self.norm(torch.stack(outs))  # (L, B, N, D)
-        logits = self.class_embed(stacked)  # (L, B, N, C)
-        mask_embeds = self.mask_embed(stacked)  # (L, B, N, Dm)
+        # every block is supervised in training; at inference only the last block's predictions are used
+        headed = outs if (self.training or self.aux_at_inference) else outs[-1:]
+        stacked = self.norm(torch.stack(headed))  # (L', B, N, D)
+        logits = self.class_embed(stacked)  # (L', B, N, C)
+        mask_embeds = self.mask_embed(stacked)  # (L', B, N, Dm)
         masks = torch.einsum("lbnc,bchw->lbnhw", mask_embeds, ctx.mask_features)
         seg_boxes = _gather(decoded.pred_boxes[-1].detach(), perm)
         outputs: Dict = {
             "pred_logits": logits[-1],
             "pred_masks": masks[-1],
             "pred_boxes": frame_boxes(masks[-1], seg_boxes),
-            "aux_outputs": [{"pred_logits": logits[i], "pred_masks": masks[i]} for i in range(self.num_layers - 1)],
+            "aux_outputs": [{"pred_logits": logits[i], "pred_masks": masks[i]} for i in range(len(headed) - 1)],
         }
         if ctx.want_mask_embeds:
             outputs["mask_embeds"] = mask_embeds[-1]

@@ -195,7 +195,8 @@ def test_registered_builtin_datasets_load_from_standard_layout(syn_root, tmp_pat
 
     names = register_all_builtin(str(root), synthetic=syn_root)
     assert set(names) == {"ytvis_2019_train", "ytvis_2019_val", "ytvis_2021_train", "ytvis_2021_val",
-                          "ytvis_2022_val", "ovis_train", "ovis_val", "synthetic_vis_train", "synthetic_vis_valid"}
+                          "ytvis_2022_val", "ovis_train", "ovis_val", "synthetic_vis_train", "synthetic_vis_valid",
+                          *(f"{p}_{h}_sub" for p in ("ytvis_2019", "ytvis_2021", "ovis") for h in ("train", "val"))}
     train = DatasetCatalog.get("ytvis_2019_train")
     val = DatasetCatalog.get("ytvis_2019_val")
     assert len(train) == SMALL["num_train"] and len(val) == SMALL["num_valid"]

@@ -23,6 +23,8 @@ relative to ``$DETECTRON2_DATASETS`` (default ``datasets``)::
     ytvis_2022_val           ytvis_2022/valid/JPEGImages           ytvis_2022/valid.json
     ovis_{train,val}         ovis/{train,valid}                    ovis/annotations/{train,valid}.json
     synthetic_vis_{train,valid}  synthetic_vis/{train,valid}/JPEGImages  synthetic_vis/{train,valid}.json
+    ytvis_2019_{train,val}_sub, ytvis_2021_{train,val}_sub, ovis_{train,val}_sub
+                             the local validation split of the training sets (:mod:`local2global.data.local_split`)
 
 The synthetic root is ``$L2G_SYNTHETIC_ROOT`` when set; loading a synthetic split generates the default
 dataset there first if it is missing (:func:`local2global.data.synthetic.ensure_synthetic_vis`).
@@ -325,6 +327,9 @@ def register_all_builtin(root: Optional[str] = None, synthetic: Optional[str] = 
         else:
             _register(name, vis_metadata(cats), json_file, image_root, loader)
         names.append(name)
+    from local2global.data.local_split import register_local_splits
+
+    names.extend(register_local_splits(builtin_splits(root)))
     return names
 
 

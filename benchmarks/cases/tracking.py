@@ -208,15 +208,47 @@ def heldout_root(b: Budget) -> str:
                                 max_length=b.heldout_max_length, num_long=0, hard=True)
 
 
+def _run_folder(seed: int, b: Budget) -> Path:
+    return OUT / "runs" / f"w{b.warm_iters}-p{b.phase1_iters}-c{b.clip_iters}-b{b.clip_batch}" / f"seed{seed}"
+
+
 def shared_segmenter(seed: int, b: Budget) -> Path:
-    """The image-mode segmenter of ``seed`` (trained once; reused by every row and later runs)."""
+    """The image-mode segmenter of ``seed`` (trained once; reused by every row and later runs).
+
+    The first call for a run folder pins the segmenter in ``<run folder>/segmenter.json``: every row of that folder
+    then starts from the same checkpoint even if the config files change later (a changed config gives another
+    content key, i.e. another segmenter; the rows of one table must not mix them). A changed key is logged.
+    """
     root = train_root()
     overrides = [*WARMUP_OVERRIDES, f"train.max_iter={b.warm_iters}", f"train.seed={seed}", *COMMON]
     stamp = (Path(root) / "synthetic_vis.stamp.json").read_text()
     out = OUT / "segmenter" / _content_key(DEMO_CONFIG, overrides, stamp)
+    pin = _run_folder(seed, b) / "segmenter.json"
+    if pin.is_file():
+        pinned = Path(json.loads(pin.read_text())["checkpoint"])
+        if pinned.parent != out:
+            logger.warning("tracking: seed %d: the config differs from the one of the pinned segmenter %s; the rows "
+                           "of %s keep using it (delete the folder to start over)", seed, pinned, pin.parent)
+        if pinned.is_file():
+            return pinned
     if not (out / "model_final.pth").is_file():
         _train_net(DEMO_CONFIG, ["--resume", f"train.output_dir={out}", *overrides], out / "train.log", root)
+    pin.parent.mkdir(parents=True, exist_ok=True)
+    pin.write_text(json.dumps({"checkpoint": str(out / "model_final.pth")}))
     return out / "model_final.pth"
+
+
+def row_lineage(row: Row, seed: int, b: Budget) -> Optional[str]:
+    """The segmenter checkpoint a trained row actually started from (its first run's ``config.yaml``)."""
+    import yaml
+
+    base = _run_folder(seed, b)
+    first = base / (("phase1_static" if "model.tracker.global_pos=static" in row.overrides else "phase1_traj")
+                    if row.phase1 else (row.name if row.clip != "none" else f"{row.name}/eval"))
+    cfg = first / "config.yaml"
+    if not cfg.is_file():
+        return None
+    return yaml.safe_load(cfg.read_text())["train"]["init_checkpoint"]
 
 
 def _evaluate(config: str, overrides: Sequence[str], checkpoint: Path, out: Path, heldout: str) -> Path:
@@ -233,7 +265,7 @@ def _evaluate(config: str, overrides: Sequence[str], checkpoint: Path, out: Path
 def train_row(row: Row, seed: int, b: Budget) -> Tuple[Path, Path]:
     """Train one row for one seed as its protocol says; return (checkpoint to evaluate, the row's folder)."""
     seg = shared_segmenter(seed, b)
-    base = OUT / "runs" / f"w{b.warm_iters}-p{b.phase1_iters}-c{b.clip_iters}-b{b.clip_batch}" / f"seed{seed}"
+    base = _run_folder(seed, b)
     seedo = [f"train.seed={seed}"]
     init = seg
     if row.phase1:
@@ -360,6 +392,7 @@ def tracking_table(b: Budget, seeds: Sequence[int], rows: Sequence[Row]) -> dict
     errors: Dict[str, str] = {}
     results_by_run: Dict[str, Dict[int, list]] = {}
     wall: Dict[str, float] = {}
+    lineage: Dict[str, Dict[str, Optional[str]]] = {}
     from concurrent.futures import ThreadPoolExecutor
 
     for seed in seeds:
@@ -394,6 +427,7 @@ def tracking_table(b: Budget, seeds: Sequence[int], rows: Sequence[Row]) -> dict
                                             for tag, v in tags.items()}
                 results_by_run[f"{name}/{seed}"] = _by_video(preds)
         wall[f"evaluation seed {seed}"] = time.time() - t0
+        lineage[str(seed)] = {r.name: row_lineage(r, seed, b) for r in rows if r.name in trained}
     # paired bootstrap over videos: the same resampled videos for every row and seed
     rng = np.random.default_rng(0)
     picks = rng.integers(0, len(gt["videos"]), size=(b.bootstrap, len(gt["videos"])))
@@ -425,6 +459,7 @@ def tracking_table(b: Budget, seeds: Sequence[int], rows: Sequence[Row]) -> dict
         summary[row.name] = entry
     return {"budget": asdict(b), "seeds": list(seeds), "rows": [asdict(r) for r in rows], "summary": summary,
             "per_run": per_run, "segmenter_first_frame": segmenter, "errors": errors, "wall_s": wall,
+            "lineage": lineage,
             "heldout": {"root": os.path.relpath(heldout, ROOT), "videos": len(gt["videos"]),
                         "tracks": len(gt["annotations"]), "frames": sum(v["length"] for v in gt["videos"])},
             "total_s": time.time() - t_start}
@@ -460,6 +495,12 @@ def render_tracking(rec: dict) -> str:
         aps = [v["1"]["AP"] for v in seg.values() if v.get("1") and v["1"]["AP"] is not None]
         lines += [f"Shared segmenter's per-frame AP (first frame of every held-out video): "
                   f"{_pm(_mean_std(aps))} over seeds {sorted(seg)}.", ""]
+    for seed, rows_of_seed in f.get("lineage", {}).items():
+        used = {os.path.relpath(v, ROOT) if v else "?" for v in rows_of_seed.values()}
+        lines.append(f"* Seed {seed}: every row started from one segmenter ({next(iter(used))})." if len(used) == 1
+                     else f"* **Seed {seed}: the rows started from different segmenters: {sorted(used)}.**")
+    if f.get("lineage"):
+        lines.append("")
     head = "| row | protocol | seeds | AP | AP50 | AR10 | ΔAP vs baseline (per seed) | ΔAP 95% bootstrap |"
     lines += [head, "|---|---|---:|---:|---:|---:|---:|---:|"]
     for name, e in f["summary"].items():

@@ -1,0 +1,9 @@
+"""Table 3, + aligner + trajectory (the full model, the default recipe).
+
+On OVIS: the overrides of the YouTube-VIS 2019 file of the same name (see ../README.md).
+"""
+
+from ...local2global_r50_ovis import dataloader, lr_multiplier, model, optimizer, train  # noqa: F401
+
+model.tracker.global_pos = "trajectory"
+train.output_dir = "./output/ablations/ovis/table3_trajectory"

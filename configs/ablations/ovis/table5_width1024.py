@@ -1,0 +1,9 @@
+"""Table 5, aligner FFN width 1024 (default).
+
+On OVIS: the overrides of the YouTube-VIS 2019 file of the same name (see ../README.md).
+"""
+
+from ...local2global_r50_ovis import dataloader, lr_multiplier, model, optimizer, train  # noqa: F401
+
+model.tracker.aligner.dim_feedforward = 1024
+train.output_dir = "./output/ablations/ovis/table5_width1024"

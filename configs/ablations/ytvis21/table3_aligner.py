@@ -1,0 +1,9 @@
+"""Table 3, + aligner without trajectory (static learnable anchors).
+
+On YouTube-VIS 2021: the overrides of the YouTube-VIS 2019 file of the same name (see ../README.md).
+"""
+
+from ...local2global_r50_ytvis21 import dataloader, lr_multiplier, model, optimizer, train  # noqa: F401
+
+model.tracker.global_pos = "static"
+train.output_dir = "./output/ablations/ytvis21/table3_aligner"

@@ -21,12 +21,6 @@ import logging
 import os
 import sys
 
-_REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
-if os.path.join(_REPO, "projects") not in sys.path:
-    try:
-        import local2global  # noqa: F401
-    except ImportError:
-        sys.path.insert(0, os.path.join(_REPO, "projects"))
 
 import torch  # noqa: E402
 from detectron2.config import LazyConfig, instantiate  # noqa: E402

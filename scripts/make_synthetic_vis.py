@@ -12,13 +12,7 @@ Example::
 import argparse
 import json
 import logging
-import os
 import sys
-
-try:
-    import local2global  # noqa: F401
-except ImportError:  # an uninstalled checkout: the package lives in projects/local2global
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "projects"))
 
 from local2global.data.synthetic import MASK_FORMATS, SyntheticVISConfig, make_synthetic_vis  # noqa: E402
 

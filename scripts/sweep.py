@@ -39,10 +39,6 @@ from collections import OrderedDict
 from typing import Dict, List, Optional, Sequence, Tuple
 
 _REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
-try:
-    import local2global  # noqa: F401
-except ImportError:
-    sys.path.insert(0, os.path.join(_REPO, "projects"))
 
 logger = logging.getLogger("local2global.sweep")
 

@@ -45,6 +45,7 @@ from local2global.data.vipseg import (
     register_all_vipseg,
 )
 from local2global.data.vipseg_categories import VIPSEG_CATEGORIES, vipseg_metadata
+from local2global.data.vps_mapper import VideoPanopticClipMapper
 from local2global.data.ytvis import (
     YTVISFormatError,
     load_ytvis_json,
@@ -63,5 +64,5 @@ __all__ = [
     "SyntheticVISConfig", "ensure_synthetic_vis", "make_synthetic_vis",
     "YTVISFormatError", "load_ytvis_json", "register_all_builtin", "register_ytvis_instances",
     "VIPSegFormatError", "load_vipseg_panoptic_json", "load_vipseg_raw", "read_panoptic_frame", "register_all_vipseg",
-    "VIPSEG_CATEGORIES", "vipseg_metadata",
+    "VIPSEG_CATEGORIES", "vipseg_metadata", "VideoPanopticClipMapper",
 ]

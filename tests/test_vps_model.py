@@ -152,3 +152,28 @@ def test_train_net_two_iterations_then_vpq_and_stq(tmp_path):
     # the submission folder the official scripts read: one PNG per ground-truth frame of vid_b (2 frames)
     assert sorted(os.listdir(out / "inference" / "pan_pred" / "vid_b")) == ["00000001.png", "00000002.png"]
     assert "vps" in proc.stdout or "VPQ" in proc.stdout
+
+
+def test_streaming_api_yields_the_painted_slots(tmp_path):
+    """``iter_video`` (the VideoPredictor's path) with the panoptic post-processor: per frame the slots that painted
+    pixels of the merged map, with those pixels as their masks."""
+    torch.manual_seed(0)
+    model = _tiny_model(VIPSEG_NUM_CLASSES).eval()
+    with torch.no_grad():
+        model.decoder.class_embed.bias.fill_(2.0)
+    _, clip = _clip(tmp_path)
+    frames = list(clip["images"])
+    streamed = list(model.iter_video(frames, (40, 60)))
+    model.postprocessor.reset()
+    video = model.inference_video({"video_id": 0, "height": 40, "width": 60, "frames": frames})
+    assert len(streamed) == 3
+    for inst, seg_map in zip(streamed, video["panoptic_seg"]):
+        assert len(inst.track_ids) > 0 and inst.masks.shape[1:] == (40, 60)
+        painted = torch.zeros(40, 60, dtype=torch.bool)
+        for slot, mask in zip(inst.track_ids.tolist(), inst.masks):
+            ids = np.unique(seg_map[mask.numpy()])
+            assert len(ids) == 1 and ids[0] != 0  # a slot's pixels carry one segment id
+            if ids[0] < DEFAULT_STUFF_ID_OFFSET:
+                assert ids[0] == slot + 1
+            painted |= mask
+        np.testing.assert_array_equal(painted.numpy(), seg_map != 0)

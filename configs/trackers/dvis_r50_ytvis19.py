@@ -18,26 +18,10 @@ project's 300 queries (DVIS's Mask2Former has 100)::
 DVIS++'s query noise: ``model.tracker.query_noise=wa model.tracker.noise_ratio=0.5``.
 """
 
-from detectron2.config import LazyCall as L
-
-from local2global.modeling.trackers import DVISTracker
-
+from ..common.trackers import dvis_tracker
 from .segmenter_r50_ytvis19_image import dataloader, lr_multiplier, model, optimizer, train
 
-model.tracker = L(DVISTracker)(
-    num_classes="${..num_classes}",
-    num_queries="${..num_queries}",
-    hidden_dim="${..hidden_dim}",
-    mask_dim="${..hidden_dim}",
-    num_layers=6,
-    nhead=8,
-    dim_feedforward=2048,
-    dropout=0.0,
-    prealign=True,
-    guided_matching_iters="${l2g_iters:${train.max_iter},0.5}",  # DVIS: iter < max_iter // 2
-    query_noise=None,
-    noise_ratio=0.5,
-)
+model.tracker = dvis_tracker
 
 # DVIS's loss (Mask2Former's video set loss, matched once per track): class 2, mask 5, dice 5, every block
 model.criterion.reduced_supervision = False

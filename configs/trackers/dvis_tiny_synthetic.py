@@ -16,27 +16,11 @@ decay 0.05, step x0.1 at 70%, guided matching on the segmenter's predictions for
 the mask losses are dense (every pixel of the 16x16 mask grid) as in the other tiny recipes.
 """
 
-from detectron2.config import LazyCall as L
-
-from local2global.modeling.trackers import DVISTracker
-
+from ..common.trackers import dvis_tracker
 from ..local2global_tiny_synthetic import dataloader, lr_multiplier, model, optimizer, train  # noqa: F401
 
-model.tracker = L(DVISTracker)(
-    num_classes="${..num_classes}",
-    num_queries="${..num_queries}",
-    hidden_dim="${..hidden_dim}",
-    mask_dim="${..hidden_dim}",
-    num_layers=6,
-    nhead=8,
-    dim_feedforward=128,
-    dropout=0.0,
-    prealign=True,
-    # DVIS: match on the frozen segmenter's predictions while iter < max_iter // 2
-    guided_matching_iters="${l2g_iters:${train.max_iter},0.5}",
-    query_noise=None,  # DVIS++: "wa" with noise_ratio 0.5
-    noise_ratio=0.5,
-)
+model.tracker = dvis_tracker
+model.tracker.dim_feedforward = 128  # the tiny decoder's width
 
 # DVIS's loss: per-frame set loss, matched once per track at its first appearance, every frame and block supervised
 model.criterion.reduced_supervision = False

@@ -10,21 +10,10 @@ de-duplication loss added to the criterion. The phase-1 checkpoint's ``tracker.a
     python scripts/train_net.py --config-file configs/trackers/inspro_r50_ytvis19.py --num-gpus 4
 """
 
-from detectron2.config import LazyCall as L
-
-from local2global.modeling.criteria import BoxDedupLoss
-from local2global.modeling.trackers import InsProTracker
-
+from ..common.trackers import inspro_extra_terms, inspro_tracker
 from ..local2global_r50_ytvis19 import dataloader, lr_multiplier, model, optimizer, train  # noqa: F401
 
-model.tracker = L(InsProTracker)(
-    num_queries="${..num_queries}",
-    hidden_dim="${..hidden_dim}",
-    bank_size=18,
-    train_bank_size=None,
-    score_hidden=0,
-    first_frame="image",
-)
-model.criterion.extra_terms = [L(BoxDedupLoss)(weight=1.0, beta=0.1, k=5)]
+model.tracker = inspro_tracker
+model.criterion.extra_terms = inspro_extra_terms
 
 train.output_dir = "./output/trackers/inspro_r50_ytvis19"

@@ -12,21 +12,10 @@ Local2Global's phase 2 does::
 learnable query-proposal pairs instead of the image mode.
 """
 
-from detectron2.config import LazyCall as L
-
-from local2global.modeling.criteria import BoxDedupLoss
-from local2global.modeling.trackers import InsProTracker
-
+from ..common.trackers import inspro_extra_terms, inspro_tracker
 from ..local2global_tiny_synthetic import dataloader, lr_multiplier, model, optimizer, train  # noqa: F401
 
-model.tracker = L(InsProTracker)(
-    num_queries="${..num_queries}",
-    hidden_dim="${..hidden_dim}",
-    bank_size=18,  # the paper's T at inference
-    train_bank_size=None,  # training: the whole clip (4 frames here)
-    score_hidden=0,  # eps = the paper's linear scoring
-    first_frame="image",
-)
-model.criterion.extra_terms = [L(BoxDedupLoss)(weight=1.0, beta=0.1, k=5)]
+model.tracker = inspro_tracker
+model.criterion.extra_terms = inspro_extra_terms
 
 train.output_dir = "./output/trackers/inspro_tiny_synthetic"

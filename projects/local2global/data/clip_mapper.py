@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Iterator, List, Optional, Sequence
+from typing import Callable, Iterator, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -215,7 +215,7 @@ class VideoClipDatasetMapper:
         self.image_format = image_format
         self.seed = seed
         self._calls = 0
-        logger.info("VideoClipDatasetMapper: %d frames, range %d, augmentations %s",
+        logger.info("%s: %d frames, range %d, augmentations %s", type(self).__name__,
                     self.num_frames, self.sampling_frame_range, self.augmentations)
 
     def _next_rng(self, rng: Optional[np.random.Generator]) -> Optional[np.random.Generator]:
@@ -224,18 +224,60 @@ class VideoClipDatasetMapper:
         self._calls += 1
         return rng
 
+    def _sample_clip(self, dataset_dict: dict, rng: Optional[np.random.Generator]) -> List[int]:
+        """The clip's frame indices (validates that the video lists one file per frame)."""
+        length = int(dataset_dict["length"])
+        if len(dataset_dict["file_names"]) != length:
+            raise ValueError(f"video_id {dataset_dict['video_id']}: {len(dataset_dict['file_names'])} file names for "
+                             f"a video of length {length}")
+        return sample_frame_indices(length, self.num_frames, self.sampling_frame_range, _default_rng(rng),
+                                    self.sampling_frame_shuffle)
+
+    def _read_clip(self, dataset_dict: dict, frame_indices: Sequence[int], num_targets: int,
+                   frame_masks: Callable, rng: Optional[np.random.Generator]):
+        """Read and transform the clip's frames and their target masks.
+
+        The augmentation's transforms are computed on the first frame and applied to every frame and mask.
+
+        Args:
+            frame_masks: ``frame_masks(t, transforms, (h, w)) -> (num_targets, h, w) bool`` masks of frame ``t``.
+
+        Returns:
+            ``(images, masks_per_frame)``: ``3×h×w`` uint8 tensors and bool arrays, one per sampled frame.
+        """
+        video_id, file_names = dataset_dict["video_id"], dataset_dict["file_names"]
+        hw0 = (int(dataset_dict["height"]), int(dataset_dict["width"]))
+        images, masks_per_frame, transforms = [], [], None
+        with seeded_global_numpy(rng):
+            for t in frame_indices:
+                image = read_frame(file_names[t], self.image_format, video_id, hw0)
+                if transforms is None:
+                    aug_input = T.AugInput(image)
+                    transforms = self.augmentations(aug_input)
+                    image = aug_input.image
+                else:
+                    image = transforms.apply_image(image)
+                hw = image.shape[:2]
+                masks = frame_masks(t, transforms, hw) if num_targets else np.zeros((0, *hw), dtype=bool)
+                images.append(_to_chw_tensor(image))
+                masks_per_frame.append(masks)
+        return images, masks_per_frame
+
+    @staticmethod
+    def _drop_empty_targets(target_ids: List[int], masks_per_frame: List[np.ndarray]):
+        """Targets empty in every sampled frame (e.g. cropped away) are dropped: ``(ids, masks_per_frame)``."""
+        if not target_ids:
+            return target_ids, masks_per_frame
+        keep = np.stack([m.reshape(len(target_ids), -1).any(axis=1) for m in masks_per_frame]).any(axis=0)
+        return [tid for tid, k in zip(target_ids, keep) if k], [m[keep] for m in masks_per_frame]
+
     def __call__(self, dataset_dict: dict, rng: Optional[np.random.Generator] = None) -> dict:
         rng = self._next_rng(rng)
         video_id = dataset_dict["video_id"]
         h0, w0 = int(dataset_dict["height"]), int(dataset_dict["width"])
-        length = int(dataset_dict["length"])
         file_names = dataset_dict["file_names"]
-        if len(file_names) != length:
-            raise ValueError(f"video_id {video_id}: {len(file_names)} file names for a video of length {length}")
-        sample_rng = _default_rng(rng)
-        frame_indices = sample_frame_indices(length, self.num_frames, self.sampling_frame_range, sample_rng,
-                                             self.sampling_frame_shuffle)
-        per_frame_anns = dataset_dict.get("annotations") or [[] for _ in range(length)]
+        frame_indices = self._sample_clip(dataset_dict, rng)
+        per_frame_anns = dataset_dict.get("annotations") or [[] for _ in range(int(dataset_dict["length"]))]
 
         # tracks of the clip (non-crowd, present in at least one sampled frame), sorted by id
         track_cls = {}
@@ -246,35 +288,22 @@ class VideoClipDatasetMapper:
         track_ids = sorted(track_cls)
         pos = {tid: i for i, tid in enumerate(track_ids)}
 
-        images, masks_per_frame, transforms = [], [], None
-        with seeded_global_numpy(rng):
-            for t in frame_indices:
-                image = read_frame(file_names[t], self.image_format, video_id, (h0, w0))
-                if transforms is None:
-                    aug_input = T.AugInput(image)
-                    transforms = self.augmentations(aug_input)
-                    image = aug_input.image
-                else:
-                    image = transforms.apply_image(image)
-                h, w = image.shape[:2]
-                masks = np.zeros((len(track_ids), h, w), dtype=bool)
-                for obj in per_frame_anns[t]:
-                    if obj.get("iscrowd", 0):
-                        continue
-                    m = _decode(obj["segmentation"], h0, w0)
-                    if m.shape != (h0, w0):
-                        raise ValueError(
-                            f"video_id {video_id}, frame {t} ({file_names[t]!r}), track {obj['id']}: mask size "
-                            f"{m.shape} differs from the video size ({h0}, {w0})"
-                        )
-                    masks[pos[int(obj["id"])]] = transforms.apply_segmentation(m).astype(bool)
-                images.append(_to_chw_tensor(image))
-                masks_per_frame.append(masks)
+        def frame_masks(t, transforms, hw):
+            masks = np.zeros((len(track_ids), *hw), dtype=bool)
+            for obj in per_frame_anns[t]:
+                if obj.get("iscrowd", 0):
+                    continue
+                m = _decode(obj["segmentation"], h0, w0)
+                if m.shape != (h0, w0):
+                    raise ValueError(
+                        f"video_id {video_id}, frame {t} ({file_names[t]!r}), track {obj['id']}: mask size "
+                        f"{m.shape} differs from the video size ({h0}, {w0})"
+                    )
+                masks[pos[int(obj["id"])]] = transforms.apply_segmentation(m).astype(bool)
+            return masks
 
-        if track_ids:  # drop tracks that are empty in every sampled frame (e.g. cropped away)
-            keep = np.stack([m.reshape(len(track_ids), -1).any(axis=1) for m in masks_per_frame]).any(axis=0)
-            track_ids = [tid for tid, k in zip(track_ids, keep) if k]
-            masks_per_frame = [m[keep] for m in masks_per_frame]
+        images, masks_per_frame = self._read_clip(dataset_dict, frame_indices, len(track_ids), frame_masks, rng)
+        track_ids, masks_per_frame = self._drop_empty_targets(track_ids, masks_per_frame)
         classes = [track_cls[tid] for tid in track_ids]
         image_size = tuple(images[0].shape[-2:])
         return {

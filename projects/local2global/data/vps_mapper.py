@@ -33,17 +33,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from detectron2.data import transforms as T
-
-from local2global.data.clip_mapper import (
-    _default_rng,
-    _to_chw_tensor,
-    clip_instances,
-    read_frame,
-    sample_frame_indices,
-    seeded_global_numpy,
-    seeded_rng,
-)
+from local2global.data.clip_mapper import VideoClipDatasetMapper, clip_instances
 from local2global.data.vipseg import read_panoptic_frame
 
 logger = logging.getLogger(__name__)
@@ -90,39 +80,12 @@ def segment_target_id(seg: dict) -> int:
     return STUFF_TARGET_ID_OFFSET + int(seg["category_id"])
 
 
-class VideoPanopticClipMapper:
+class VideoPanopticClipMapper(VideoClipDatasetMapper):
     """VIPSeg dataset dict -> panoptic training clip (see the module docstring for the contract).
 
-    Args:
-        augmentations: detectron2 augmentations; computed once on the clip's first frame, the same transforms are
-            applied to every frame and target of the clip.
-        num_frames: T, frames per clip.
-        sampling_frame_range: half-width of the window around the reference frame.
-        sampling_frame_shuffle: shuffle the sampled frames instead of sorting them.
-        image_format: ``"RGB"`` (MaskDINO's normalisation) or ``"BGR"``.
-        seed: if given, sample ``i`` of this mapper (in call order) uses ``seeded_rng(seed, i)``.
+    The clip sampling, frame reading, augmentation and seeding are :class:`VideoClipDatasetMapper`'s (same
+    arguments); only the targets differ: every segment of the clip's frames, stuff merged per category.
     """
-
-    def __init__(self, augmentations: Sequence[T.Augmentation] = (), num_frames: int = 4,
-                 sampling_frame_range: int = 5, sampling_frame_shuffle: bool = False,
-                 image_format: str = "RGB", seed: Optional[int] = None):
-        if num_frames < 1:
-            raise ValueError(f"num_frames must be >= 1, got {num_frames}")
-        self.augmentations = T.AugmentationList(list(augmentations))
-        self.num_frames = int(num_frames)
-        self.sampling_frame_range = int(sampling_frame_range)
-        self.sampling_frame_shuffle = bool(sampling_frame_shuffle)
-        self.image_format = image_format
-        self.seed = seed
-        self._calls = 0
-        logger.info("VideoPanopticClipMapper: %d frames, range %d, augmentations %s",
-                    self.num_frames, self.sampling_frame_range, self.augmentations)
-
-    def _next_rng(self, rng: Optional[np.random.Generator]) -> Optional[np.random.Generator]:
-        if rng is None and self.seed is not None:
-            rng = seeded_rng(self.seed, self._calls)
-        self._calls += 1
-        return rng
 
     @staticmethod
     def _index_map(ids: np.ndarray, segments: Sequence[dict], pos: Dict[int, int]) -> np.ndarray:
@@ -157,51 +120,27 @@ class VideoPanopticClipMapper:
 
     def __call__(self, dataset_dict: dict, rng: Optional[np.random.Generator] = None) -> dict:
         rng = self._next_rng(rng)
-        video_id = dataset_dict["video_id"]
-        h0, w0 = int(dataset_dict["height"]), int(dataset_dict["width"])
-        length = int(dataset_dict["length"])
-        file_names = dataset_dict["file_names"]
-        if len(file_names) != length:
-            raise ValueError(f"video_id {video_id}: {len(file_names)} file names for a video of length {length}")
-        frame_indices = sample_frame_indices(length, self.num_frames, self.sampling_frame_range,
-                                             _default_rng(rng), self.sampling_frame_shuffle)
-        segments = [dataset_dict["annotations"][t] for t in frame_indices]
-        target_ids, category, is_thing = panoptic_clip_targets(segments)
+        frame_indices = self._sample_clip(dataset_dict, rng)
+        segments = {t: dataset_dict["annotations"][t] for t in frame_indices}
+        target_ids, category, is_thing = panoptic_clip_targets([segments[t] for t in frame_indices])
         pos = {tid: i for i, tid in enumerate(target_ids)}
 
-        images, masks_per_frame, transforms = [], [], None
-        with seeded_global_numpy(rng):
-            for t, segs in zip(frame_indices, segments):
-                image = read_frame(file_names[t], self.image_format, video_id, (h0, w0))
-                if transforms is None:
-                    aug_input = T.AugInput(image)
-                    transforms = self.augmentations(aug_input)
-                    image = aug_input.image
-                else:
-                    image = transforms.apply_image(image)
-                h, w = image.shape[:2]
-                if target_ids:
-                    index = self._index_map(read_panoptic_frame(dataset_dict, t), segs, pos)
-                    masks = self._split_masks(index, len(target_ids), transforms)
-                else:
-                    masks = np.zeros((0, h, w), dtype=bool)
-                images.append(_to_chw_tensor(image))
-                masks_per_frame.append(masks)
+        def frame_masks(t, transforms, hw):
+            index = self._index_map(read_panoptic_frame(dataset_dict, t), segments[t], pos)
+            return self._split_masks(index, len(target_ids), transforms)
 
-        if target_ids:  # drop targets empty in every sampled frame (e.g. cropped away)
-            keep = np.stack([m.reshape(len(target_ids), -1).any(axis=1) for m in masks_per_frame]).any(axis=0)
-            target_ids = [tid for tid, k in zip(target_ids, keep) if k]
-            masks_per_frame = [m[keep] for m in masks_per_frame]
+        images, masks_per_frame = self._read_clip(dataset_dict, frame_indices, len(target_ids), frame_masks, rng)
+        target_ids, masks_per_frame = self._drop_empty_targets(target_ids, masks_per_frame)
         image_size = tuple(images[0].shape[-2:])
         instances = clip_instances(image_size, target_ids, [category[tid] for tid in target_ids], masks_per_frame)
         thing_flags = torch.as_tensor([is_thing[tid] for tid in target_ids], dtype=torch.bool)
         for inst in instances:
             inst.gt_is_thing = thing_flags.clone()
         return {
-            "video_id": video_id,
+            "video_id": dataset_dict["video_id"],
             "video_name": dataset_dict.get("video_name"),
-            "height": h0,
-            "width": w0,
+            "height": int(dataset_dict["height"]),
+            "width": int(dataset_dict["width"]),
             "frame_indices": frame_indices,
             "images": images,
             "instances": instances,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from detectron2.config import LazyConfig, instantiate
+from omegaconf import OmegaConf
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -51,6 +52,11 @@ def test_experiment_has_everything_the_tools_read(path):
     cfg = load(path)
     for key in ("model", "optimizer", "lr_multiplier", "train", "dataloader"):
         assert key in cfg, f"{path} lacks {key}"
+    # train_net saves and resolves the whole config: a node imported from a shared file (configs/common/) under its
+    # own name becomes a top-level key whose ``${..x}`` interpolations have no parent to resolve against
+    extra = set(cfg.keys()) - {"model", "optimizer", "lr_multiplier", "train", "dataloader", "sweep"}
+    assert not extra, f"{path}: top-level keys {sorted(extra)} (import shared nodes as _name)"
+    OmegaConf.to_container(cfg, resolve=True)
     assert DETREX_TRAIN_KEYS <= set(cfg.train.keys()), DETREX_TRAIN_KEYS - set(cfg.train.keys())
     assert {"enabled", "params"} <= set(cfg.train.clip_grad) and {"max_norm", "norm_type"} <= set(cfg.train.clip_grad.params)
     assert {"enabled", "decay", "use_ema_weights_for_eval_only"} <= set(cfg.train.model_ema)

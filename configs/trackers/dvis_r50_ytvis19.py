@@ -18,10 +18,10 @@ project's 300 queries (DVIS's Mask2Former has 100)::
 DVIS++'s query noise: ``model.tracker.query_noise=wa model.tracker.noise_ratio=0.5``.
 """
 
-from ..common.trackers import dvis_tracker
+from ..common.trackers import dvis_tracker as _dvis_tracker  # _names stay out of the loaded config
 from .segmenter_r50_ytvis19_image import dataloader, lr_multiplier, model, optimizer, train
 
-model.tracker = dvis_tracker
+model.tracker = _dvis_tracker
 
 # DVIS's loss (Mask2Former's video set loss, matched once per track): class 2, mask 5, dice 5, every block
 model.criterion.reduced_supervision = False

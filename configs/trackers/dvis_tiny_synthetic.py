@@ -16,10 +16,10 @@ decay 0.05, step x0.1 at 70%, guided matching on the segmenter's predictions for
 the mask losses are dense (every pixel of the 16x16 mask grid) as in the other tiny recipes.
 """
 
-from ..common.trackers import dvis_tracker
+from ..common.trackers import dvis_tracker as _dvis_tracker  # _names stay out of the loaded config
 from ..local2global_tiny_synthetic import dataloader, lr_multiplier, model, optimizer, train  # noqa: F401
 
-model.tracker = dvis_tracker
+model.tracker = _dvis_tracker
 model.tracker.dim_feedforward = 128  # the tiny decoder's width
 
 # DVIS's loss: per-frame set loss, matched once per track at its first appearance, every frame and block supervised

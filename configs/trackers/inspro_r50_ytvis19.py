@@ -10,10 +10,10 @@ de-duplication loss added to the criterion. The phase-1 checkpoint's ``tracker.a
     python scripts/train_net.py --config-file configs/trackers/inspro_r50_ytvis19.py --num-gpus 4
 """
 
-from ..common.trackers import inspro_extra_terms, inspro_tracker
+from ..common.trackers import inspro_extra_terms as _inspro_extra_terms, inspro_tracker as _inspro_tracker  # _names stay out of the loaded config
 from ..local2global_r50_ytvis19 import dataloader, lr_multiplier, model, optimizer, train  # noqa: F401
 
-model.tracker = inspro_tracker
-model.criterion.extra_terms = inspro_extra_terms
+model.tracker = _inspro_tracker
+model.criterion.extra_terms = _inspro_extra_terms
 
 train.output_dir = "./output/trackers/inspro_r50_ytvis19"

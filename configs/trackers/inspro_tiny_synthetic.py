@@ -12,10 +12,10 @@ Local2Global's phase 2 does::
 learnable query-proposal pairs instead of the image mode.
 """
 
-from ..common.trackers import inspro_extra_terms, inspro_tracker
+from ..common.trackers import inspro_extra_terms as _inspro_extra_terms, inspro_tracker as _inspro_tracker  # _names stay out of the loaded config
 from ..local2global_tiny_synthetic import dataloader, lr_multiplier, model, optimizer, train  # noqa: F401
 
-model.tracker = inspro_tracker
-model.criterion.extra_terms = inspro_extra_terms
+model.tracker = _inspro_tracker
+model.criterion.extra_terms = _inspro_extra_terms
 
 train.output_dir = "./output/trackers/inspro_tiny_synthetic"

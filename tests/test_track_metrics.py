@@ -112,6 +112,12 @@ def test_combine_equals_trackeval_on_all_videos_and_on_a_resample_with_repeats(t
     for k in tm.TRACK_METRICS:
         assert resampled[k] == pytest.approx(direct[k], abs=1e-9), k
     assert resampled["AssA"] != pytest.approx(got["AssA"])  # the resample differs from the whole set
+    # the vectorised resampler agrees with combine on every resample
+    many = tm.combine_resamples(stats, [picks, [2, 3, 3], [1, 2, 3]], keys=tm.TRACK_METRICS)
+    for r, pick in enumerate([picks, [2, 3, 3], [1, 2, 3]]):
+        one = tm.combine(stats, pick)
+        for k in tm.TRACK_METRICS:
+            assert many[k][r] == pytest.approx(one[k], abs=1e-9), (k, pick)
     # the cache round trip keeps every count
     again = tm.combine(tm.stats_from_json(tm.stats_to_json(stats)), picks)
     assert again == resampled

@@ -355,6 +355,63 @@ def bootstrap_ap(gt: dict, results: Dict[str, Dict[int, list]], picks: np.ndarra
         return {k: job.result() for k, job in jobs.items()}
 
 
+#: Tracking figures per run (class-aware, and class-agnostic with the suffix ``_agn``): see ``track_figures``.
+TRACK_KEYS = ["HOTA", "DetA", "AssA", "IDF1", "IDSW"]
+#: The metrics whose paired differences against the baseline get a hierarchical bootstrap interval.
+DELTA_KEYS = ["AP", "HOTA", "AssA", "AssA_agn"]
+#: Resamples of the hierarchical bootstrap of the tracking figures (cheap: recombined counts, not re-evaluated).
+TRACK_BOOTSTRAP = 1000
+
+
+def track_stats(res_path: Path, gt: dict) -> Dict[str, dict]:
+    """trackeval's per-video counts of a run, class-aware and class-agnostic (cached as ``track_stats.json``).
+
+    Tracks are :func:`local2global.evaluation.track_metrics.extract_tracks` with threshold 0: one track per slot
+    (its best class) for every slot of the top-k, whatever its score (the trackers' score scales differ).
+    """
+    from local2global.evaluation import track_metrics as tm
+
+    cache = res_path.parent / "track_stats.json"
+    if cache.is_file() and cache.stat().st_mtime >= res_path.stat().st_mtime:
+        data = _load(cache)
+    else:
+        tracks = tm.extract_tracks(_load(res_path))
+        agn_gt, agn_tracks = tm.class_agnostic(gt, tracks)
+        data = {"aware": tm.stats_to_json(tm.per_video_stats(gt, tracks)),
+                "agnostic": tm.stats_to_json(tm.per_video_stats(agn_gt, agn_tracks))}
+        cache.write_text(json.dumps(data))
+    return {k: tm.stats_from_json(v) for k, v in data.items()}
+
+
+def agnostic_ap_by_tag(res_path: Path, gt: dict, tags_path: Path) -> Dict[str, float]:
+    """Class-agnostic AP (percent) per tag: one track per slot, every category set to one class."""
+    from local2global.evaluation import track_metrics as tm
+    from local2global.evaluation.tags import evaluate_by_tag
+
+    agn_gt, agn_tracks = tm.class_agnostic(gt, tm.extract_tracks(_load(res_path)))
+    return {t: v["AP"] for t, v in evaluate_by_tag(agn_gt, agn_tracks, tags_path).items()}
+
+
+def _hier_delta_std(row_vals: Dict[int, np.ndarray], base_vals: Dict[int, np.ndarray], rng: np.random.Generator
+                    ) -> float:
+    """Hierarchical bootstrap of a paired difference: per resample r, seeds drawn with replacement, then the mean
+    over the drawn seeds of (row - baseline) on video resample r (the same videos for both rows and every seed).
+
+    Args:
+        row_vals, base_vals: ``{seed: (R,)}`` the metric on each of R video resamples.
+
+    Returns:
+        The standard deviation of the resampled mean difference (the interval is the observed difference
+        +- 1.96 of it: a normal approximation, steadier than percentiles of the AP's few resamples).
+    """
+    seeds = sorted(set(row_vals) & set(base_vals))
+    diffs = np.stack([row_vals[s] - base_vals[s] for s in seeds])  # (S, R)
+    r = diffs.shape[1]
+    drawn = rng.integers(0, len(seeds), size=(r, len(seeds)))
+    d = diffs[drawn, np.arange(r)[:, None]].mean(axis=1)
+    return float(np.std(d, ddof=1)) if r > 1 else float("nan")
+
+
 def _by_video(preds: list) -> Dict[int, list]:
     d: Dict[int, list] = {}
     for p in preds:
@@ -393,7 +450,17 @@ def tracking_table(b: Budget, seeds: Sequence[int], rows: Sequence[Row]) -> dict
     results_by_run: Dict[str, Dict[int, list]] = {}
     wall: Dict[str, float] = {}
     lineage: Dict[str, Dict[str, Optional[str]]] = {}
+    track_by_run: Dict[str, Dict[str, dict]] = {}
     from concurrent.futures import ThreadPoolExecutor
+
+    from local2global.evaluation import track_metrics as tm
+    from local2global.evaluation.tags import load_tags
+
+    all_ids = [v["id"] for v in gt["videos"]]
+    tag_ids: Dict[str, List[int]] = {}
+    for vid, names in load_tags(tags_path).items():
+        for t in names:
+            tag_ids.setdefault(t, []).append(vid)
 
     for seed in seeds:
         t0 = time.time()
@@ -423,8 +490,17 @@ def tracking_table(b: Budget, seeds: Sequence[int], rows: Sequence[Row]) -> dict
                     continue
                 preds = _load(res_path)
                 tags = evaluate_by_tag(gt, preds, tags_path)
-                per_run[name][str(seed)] = {tag: {k: v[k] for k in METRICS + ["num_videos"]}
-                                            for tag, v in tags.items()}
+                figures = {tag: {k: v[k] for k in METRICS + ["num_videos"]} for tag, v in tags.items()}
+                stats = track_stats(res_path, gt)
+                ap_agn = agnostic_ap_by_tag(res_path, gt, tags_path)
+                for tag in figures:
+                    ids = all_ids if tag == "all" else tag_ids.get(tag, [])
+                    for kind, suffix in (("aware", ""), ("agnostic", "_agn")):
+                        got = tm.combine(stats[kind], ids) if ids else {k: float("nan") for k in TRACK_KEYS}
+                        figures[tag].update({k + suffix: got[k] for k in TRACK_KEYS})
+                    figures[tag]["AP_agn"] = ap_agn.get(tag, float("nan"))
+                per_run[name][str(seed)] = figures
+                track_by_run[f"{name}/{seed}"] = stats
                 results_by_run[f"{name}/{seed}"] = _by_video(preds)
         wall[f"evaluation seed {seed}"] = time.time() - t0
         lineage[str(seed)] = {r.name: row_lineage(r, seed, b) for r in rows if r.name in trained}
@@ -434,28 +510,43 @@ def tracking_table(b: Budget, seeds: Sequence[int], rows: Sequence[Row]) -> dict
     t0 = time.time()
     boot = bootstrap_ap(gt, results_by_run, picks) if results_by_run else {}
     wall["bootstrap"] = time.time() - t0
+    # the tracking figures on TRACK_BOOTSTRAP video resamples (recombined counts), shared by every row and seed
+    track_picks = rng.integers(0, len(gt["videos"]), size=(TRACK_BOOTSTRAP, len(gt["videos"])))
+    track_boot: Dict[str, Dict[str, np.ndarray]] = {}
+    for key, stats in track_by_run.items():
+        for kind, suffix in (("aware", ""), ("agnostic", "_agn")):
+            vals = tm.combine_resamples(stats[kind], [[all_ids[i] for i in pick] for pick in track_picks])
+            for k, v in vals.items():
+                track_boot.setdefault(key, {})[k + suffix] = v
     summary = {}
+    hier_rng = np.random.default_rng(1)
     for row in rows:
         runs = per_run[row.name]
         if not runs:
             continue
         tags = list(next(iter(runs.values())).keys())
-        entry = {"seeds": sorted(runs), "tags": {t: {k: _mean_std([runs[s][t][k] for s in runs]) for k in METRICS}
+        keys = list(next(iter(runs.values()))["all"].keys())
+        keys = [k for k in keys if k != "num_videos"]
+        entry = {"seeds": sorted(runs), "tags": {t: {k: _mean_std([runs[s][t][k] for s in runs]) for k in keys}
                                                for t in tags},
                  "num_videos": {t: next(iter(runs.values()))[t]["num_videos"] for t in tags}}
         base = per_run.get(BASELINE, {})
         common = [s for s in runs if s in base]
         if row.name != BASELINE and common:
-            diffs = [runs[s]["all"]["AP"] - base[s]["all"]["AP"] for s in common]
-            entry["delta_vs_baseline"] = _mean_std(diffs)
             entry["delta_seeds"] = common
-            keys = [(f"{row.name}/{s}", f"{BASELINE}/{s}") for s in common]
-            if all(k in boot and kb in boot for k, kb in keys):
-                # normal approximation from the resamples' spread (steadier than percentiles of a few resamples)
-                d = np.mean([boot[k] - boot[kb] for k, kb in keys], axis=0)
-                half = 1.96 * float(np.std(d, ddof=1)) if len(d) > 1 else float("nan")
-                centre = entry["delta_vs_baseline"][0]
-                entry["delta_bootstrap_ci95"] = [centre - half, centre + half]
+            entry["delta"], entry["delta_ci95"] = {}, {}
+            for k in DELTA_KEYS:
+                entry["delta"][k] = _mean_std([runs[s]["all"][k] - base[s]["all"][k] for s in common])
+                if k == "AP":
+                    row_v = {s: boot.get(f"{row.name}/{s}") for s in common}
+                    base_v = {s: boot.get(f"{BASELINE}/{s}") for s in common}
+                else:
+                    row_v = {s: track_boot.get(f"{row.name}/{s}", {}).get(k) for s in common}
+                    base_v = {s: track_boot.get(f"{BASELINE}/{s}", {}).get(k) for s in common}
+                if all(v is not None for v in [*row_v.values(), *base_v.values()]):
+                    half = 1.96 * _hier_delta_std(row_v, base_v, hier_rng)
+                    centre = entry["delta"][k][0]
+                    entry["delta_ci95"][k] = [centre - half, centre + half]
         summary[row.name] = entry
     return {"budget": asdict(b), "seeds": list(seeds), "rows": [asdict(r) for r in rows], "summary": summary,
             "per_run": per_run, "segmenter_first_frame": segmenter, "errors": errors, "wall_s": wall,
@@ -473,6 +564,50 @@ TAG_COLUMNS = ["crossing", "occlusion", "long_occlusion", "exit_reentry", "late_
 def _pm(ms: Sequence[float], digits: int = 1) -> str:
     m, s = ms
     return "-" if m != m else f"{m:.{digits}f} ± {s:.{digits}f}"
+
+
+def _plot(rec: dict) -> Optional[str]:
+    """Each row's paired differences against the baseline (ΔAP, ΔHOTA, ΔAssA) with their 95% intervals."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    f = rec["figures"]
+    summ = {k: e for k, e in f["summary"].items() if e.get("delta_ci95")}
+    if not summ:
+        return None
+    labels = {r["name"]: r["label"] for r in f["rows"]}
+    keys = [k for k in DELTA_KEYS if any(k in e["delta_ci95"] for e in summ.values())]
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(summ) * len(keys) + 1.2))
+    y = 0
+    ticks, names = [], []
+    for name, e in summ.items():
+        for j, k in enumerate(keys):
+            if k not in e["delta_ci95"]:
+                continue
+            lo, hi = e["delta_ci95"][k]
+            m = e["delta"][k][0]
+            ax.errorbar(m, y + 0.25 * j, xerr=[[m - lo], [hi - m]], fmt="o", color=f"C{j}", capsize=3,
+                        label=k if not ticks else None)
+        ticks.append(y + 0.25 * (len(keys) - 1) / 2)
+        names.append(labels.get(name, name))
+        y += 1
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_yticks(ticks, names, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("difference to the Table 3 baseline (points), 95% hierarchical bootstrap")
+    ax.set_title(f"Tracking benchmark: {len(f['seeds'])} seeds, {f['heldout']['videos']} hard held-out videos"
+                 + ("" if f["budget"]["powered"] else " (quick mode, not powered)"), fontsize=9)
+    ax.legend(fontsize=7)
+    ax.grid(True, axis="x", alpha=0.3)
+    fig.tight_layout()
+    name = "plots/tracking_deltas" + ("" if f["budget"]["powered"] else "_quick") + ".png"
+    out = ROOT / "benchmarks" / name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return name
 
 
 @renderer("tracking")
@@ -501,32 +636,68 @@ def render_tracking(rec: dict) -> str:
                      else f"* **Seed {seed}: the rows started from different segmenters: {sorted(used)}.**")
     if f.get("lineage"):
         lines.append("")
-    head = "| row | protocol | seeds | AP | AP50 | AR10 | ΔAP vs baseline (per seed) | ΔAP 95% bootstrap |"
-    lines += [head, "|---|---|---:|---:|---:|---:|---:|---:|"]
-    for name, e in f["summary"].items():
-        r = rows[name]
+    summ = f["summary"]
+    legacy = any("delta_vs_baseline" in e for e in summ.values())  # a record of the AP-only scoring
+    if legacy:
+        lines += ["(A record from before the tracking figures: AP only; rerun the case to add HOTA / AssA.)", ""]
+
+    def ci(e, k):
+        c = e.get("delta_ci95", {}).get(k)
+        return "-" if not c else f"{e['delta'][k][0]:+.1f} [{c[0]:+.1f}, {c[1]:+.1f}]"
+
+    lines += ["Mean ± std over seeds; Δ = the row minus the Table 3 baseline (propagation only, static anchors) on "
+              "the same seed, mean over seeds with its hierarchical-bootstrap 95% interval (seeds, then videos; "
+              "a difference is resolved when the interval excludes 0). Tracking figures: `trackeval`, one track "
+              "per slot (its best class) for every slot of the top-10, class-combined; `agn.` = class-agnostic.", "",
+              "| row | protocol | seeds | AP | AP agn. | HOTA | AssA | IDF1 | IDSW | ΔAP | ΔHOTA | ΔAssA | "
+              "ΔAssA agn. |", "|---|---|---:|" + "---:|" * 10]
+    for name, e in summ.items():
         t = e["tags"]["all"]
-        ci = e.get("delta_bootstrap_ci95")
-        lines.append(f"| {r['label']} | {r['protocol']} | {len(e['seeds'])} | {_pm(t['AP'])} | {_pm(t['AP50'])} | "
-                     f"{_pm(t['AR10'])} | {_pm(e['delta_vs_baseline']) if 'delta_vs_baseline' in e else '-'} | "
-                     f"{f'[{ci[0]:+.1f}, {ci[1]:+.1f}]' if ci else '-'} |")
-    tags = [t for t in TAG_COLUMNS if any(t in e["tags"] for e in f["summary"].values())]
-    if tags:
-        first = next(iter(f["summary"].values()))
-        lines += ["", "AP per tag (mean over seeds; videos per tag in the header):", "",
+        cell = lambda k, d=1: _pm(t[k], d) if k in t else "-"  # noqa: E731
+        lines.append(f"| {rows[name]['label']} | {rows[name]['protocol']} | {len(e['seeds'])} | {cell('AP')} | "
+                     f"{cell('AP_agn')} | {cell('HOTA')} | {cell('AssA')} | {cell('IDF1')} | {cell('IDSW', 0)} | "
+                     f"{ci(e, 'AP')} | {ci(e, 'HOTA')} | {ci(e, 'AssA')} | {ci(e, 'AssA_agn')} |")
+    if any("HOTA_agn" in e["tags"]["all"] for e in summ.values()):
+        lines += ["", "Class-agnostic tracking figures (every category one class):", "",
+                  "| row | HOTA | DetA | AssA | IDF1 | IDSW |", "|---|---:|---:|---:|---:|---:|"]
+        for name, e in summ.items():
+            t = e["tags"]["all"]
+            lines.append(f"| {rows[name]['label']} | " + " | ".join(
+                _pm(t[k + "_agn"], 0 if k == "IDSW" else 1) if k + "_agn" in t else "-" for k in TRACK_KEYS) + " |")
+    tags = [t for t in TAG_COLUMNS if any(t in e["tags"] for e in summ.values())]
+    first = next(iter(summ.values()), None)
+    for key, what in (("AP", "AP"), ("AssA_agn", "class-agnostic AssA")):
+        if not tags or not any(key in e["tags"].get(tags[0], {}) for e in summ.values()):
+            continue
+        lines += ["", f"{what} per tag (mean over seeds; videos per tag in the header):", "",
                   "| row | " + " | ".join(f"{t} ({first['num_videos'].get(t, 0)})" for t in tags) + " |",
                   "|---|" + "---:|" * len(tags)]
-        for name, e in f["summary"].items():
-            cells = [f"{e['tags'][t]['AP'][0]:.1f}" if t in e["tags"] and e["tags"][t]["AP"][0] == e["tags"][t]["AP"][0]
-                     else "-" for t in tags]
+        for name, e in summ.items():
+            cells = []
+            for t in tags:
+                v = e["tags"].get(t, {}).get(key, [float("nan")])[0]
+                cells.append("-" if v != v else f"{v:.1f}")
             lines.append(f"| {rows[name]['label']} | " + " | ".join(cells) + " |")
-    halfw = [(e["delta_bootstrap_ci95"][1] - e["delta_bootstrap_ci95"][0]) / 2 for e in f["summary"].values()
-             if e.get("delta_bootstrap_ci95")]
-    base = f["summary"].get(BASELINE)
-    if halfw and base:
-        lines += ["", f"* Resolution: the paired bootstrap's 95% half-width is {min(halfw):.1f}-{max(halfw):.1f} AP "
-                  f"(median {statistics.median(halfw):.1f}); the baseline's seed std is "
-                  f"{base['tags']['all']['AP'][1]:.1f} AP. A difference is resolved when its interval excludes 0."]
+    base = summ.get(BASELINE)
+    if base:
+        res = []
+        for k in DELTA_KEYS:
+            halfw = [(e["delta_ci95"][k][1] - e["delta_ci95"][k][0]) / 2 for e in summ.values()
+                     if e.get("delta_ci95", {}).get(k)]
+            if halfw:
+                res.append(f"{k} ±{statistics.median(halfw):.1f} (range {min(halfw):.1f}-{max(halfw):.1f})")
+        if res:
+            lines += ["", "* Resolution (median 95% half-width of the paired intervals, the smallest difference this "
+                      "protocol resolves): " + "; ".join(res) + f". The baseline's seed std: AP "
+                      f"{base['tags']['all']['AP'][1]:.1f}"
+                      + (f", AssA {base['tags']['all']['AssA'][1]:.1f}" if "AssA" in base["tags"]["all"] else "")
+                      + "."]
+    try:
+        p = _plot(rec)
+        if p:
+            lines.append(f"\n![{p}]({p})")
+    except Exception as e:  # noqa: BLE001
+        lines.append(f"(plot failed: {e!r})")
     if f["errors"]:
         lines += ["", "Failed runs: " + "; ".join(f"{k}: {v[:160]}" for k, v in f["errors"].items())]
     lines.append(f"* Wall time: {f['total_s'] / 60:.0f} min for this invocation (cached runs are not repeated).")
@@ -537,7 +708,9 @@ def render_tracking(rec: dict) -> str:
 def headline_tracking(rec: dict) -> str:
     f = rec["figures"]
     rows = {r["name"]: r for r in f["rows"]}
-    parts = [f"{name} {_pm(e['tags']['all']['AP'])}" for name, e in f["summary"].items()]
+    parts = [f"{name} AP {_pm(e['tags']['all']['AP'])}"
+             + (f", AssA {_pm(e['tags']['all']['AssA'])}" if "AssA" in e["tags"]["all"] else "")
+             for name, e in f["summary"].items()]
     mode = "" if f["budget"]["powered"] else " (quick mode, not powered)"
     return (f"Tracking benchmark{mode}, AP on {f['heldout']['videos']} hard held-out videos, seeds {f['seeds']}: "
             + "; ".join(parts) + ".") if rows else "Tracking benchmark: no rows."

@@ -20,6 +20,8 @@ it): importing this module works without it, calling :func:`per_video_stats` rai
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import shutil
 import tempfile
@@ -30,7 +32,7 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence
 import numpy as np
 
 __all__ = ["TRACK_METRICS", "extract_tracks", "class_agnostic", "VideoTrackStats", "per_video_stats", "combine",
-           "tracking_metrics", "stats_to_json", "stats_from_json"]
+           "combine_resamples", "tracking_metrics", "stats_to_json", "stats_from_json"]
 
 #: The figures :func:`combine` returns (percent, except the ID switch count).
 TRACK_METRICS = ("HOTA", "DetA", "AssA", "IDF1", "IDSW")
@@ -132,8 +134,9 @@ def _run_trackeval(gt: Mapping, preds: Sequence[Mapping], work: Path) -> tuple:
              "OUTPUT_EMPTY_CLASSES": False, "DISPLAY_LESS_PROGRESS": True}
     ds_cfg = {"GT_FOLDER": str(work / "gt") + "/", "TRACKERS_FOLDER": str(work / "trackers") + "/",
               "SPLIT_TO_EVAL": "valid", "PRINT_CONFIG": False, "OUTPUT_FOLDER": str(work / "out")}
-    dataset = YouTubeVIS(ds_cfg)
-    res, msg = Evaluator(quiet).evaluate([dataset], [metrics.HOTA(), metrics.Identity(), metrics.CLEAR()])
+    with contextlib.redirect_stdout(io.StringIO()):  # trackeval prints its configs whatever PRINT_CONFIG says
+        dataset = YouTubeVIS(ds_cfg)
+        res, msg = Evaluator(quiet).evaluate([dataset], [metrics.HOTA(), metrics.Identity(), metrics.CLEAR()])
     per_seq = res["YouTubeVIS"]["model"]
     if per_seq is None:
         raise RuntimeError(f"trackeval failed: {msg}")
@@ -199,6 +202,32 @@ def combine(stats: Mapping[int, VideoTrackStats], videos: Optional[Iterable[int]
         "IDF1": PERCENT * float(idtp / max(1.0, idtp + 0.5 * idfp + 0.5 * idfn)),
         "IDSW": float(sum(s.idsw for s in picked)),
     }
+
+
+def combine_resamples(stats: Mapping[int, VideoTrackStats], picks: Sequence[Sequence[int]],
+                      keys: Sequence[str] = ("HOTA", "AssA")) -> Dict[str, np.ndarray]:
+    """:func:`combine` on each row of ``picks`` (video ids, repeats allowed), vectorised: ``{key: (R,)}``.
+
+    Used by the benchmarks' bootstrap (a thousand resamples of a few hundred videos in well under a second).
+    """
+    ids = sorted(stats)
+    col = {v: i for i, v in enumerate(ids)}
+    idx = np.array([[col[v] for v in row] for row in picks], dtype=np.int64)  # (R, n)
+    counts = np.zeros((len(idx), len(ids)))
+    np.add.at(counts, (np.repeat(np.arange(len(idx)), idx.shape[1]), idx.reshape(-1)), 1.0)  # (R, V) multiplicity
+
+    def total(field):  # (R, ...) sums over the resampled videos
+        x = np.stack([np.asarray(getattr(stats[v], field), dtype=np.float64) for v in ids])
+        return counts @ x.reshape(len(ids), -1)
+
+    tp, fn, fp, assa_tp = (total(f) for f in ("hota_tp", "hota_fn", "hota_fp", "assa_tp"))
+    assa = assa_tp / np.maximum(1.0, tp)
+    deta = tp / np.maximum(1.0, tp + fn + fp)
+    idtp, idfn, idfp, idsw = (total(f)[:, 0] for f in ("idtp", "idfn", "idfp", "idsw"))
+    out = {"HOTA": PERCENT * np.sqrt(deta * assa).mean(axis=1), "DetA": PERCENT * deta.mean(axis=1),
+           "AssA": PERCENT * assa.mean(axis=1),
+           "IDF1": PERCENT * idtp / np.maximum(1.0, idtp + 0.5 * idfp + 0.5 * idfn), "IDSW": idsw}
+    return {k: out[k] for k in keys}
 
 
 def tracking_metrics(gt: Mapping, preds: Sequence[Mapping], threshold: float = 0.0, agnostic: bool = False,

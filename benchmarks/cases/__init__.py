@@ -3,7 +3,7 @@
 import importlib
 
 MODULES = ["inference", "detrex_compare", "breakdown", "scaling", "rle_spill", "training", "evaluation", "accuracy",
-           "trackers", "tracking", "parity", "postprocess"]
+           "trackers", "tracking", "demo_seeds", "parity", "postprocess"]
 
 
 def load_all() -> None:

@@ -37,6 +37,7 @@ from local2global.data.clip_mapper import (
     VideoTestDatasetMapper,
     sample_frame_indices,
 )
+from local2global.data.coco_panoptic_pseudo_video import CocoPanopticPseudoVideoMapper
 from local2global.data.coco_pseudo_video import CocoPseudoVideoMapper
 from local2global.data.synthetic import SyntheticVISConfig, ensure_synthetic_vis, make_synthetic_vis
 from local2global.data.synthetic_vps import (
@@ -69,7 +70,7 @@ __all__ = [
     "YTVIS_2019_CATEGORIES", "YTVIS_2021_CATEGORIES", "YTVIS_2022_CATEGORIES", "coco_category_map",
     "get_categories", "thing_classes", "thing_dataset_id_to_contiguous_id", "vis_metadata",
     "FrameReadError", "LazyVideoFrames", "VideoClipDatasetMapper", "VideoTestDatasetMapper", "sample_frame_indices",
-    "CocoPseudoVideoMapper",
+    "CocoPseudoVideoMapper", "CocoPanopticPseudoVideoMapper",
     "SyntheticVISConfig", "ensure_synthetic_vis", "make_synthetic_vis",
     "SYNTHETIC_VPS_CATEGORIES", "SyntheticVPSConfig", "ensure_synthetic_vps", "make_synthetic_vps",
     "register_synthetic_vps",

@@ -5,7 +5,6 @@ official COCO-panoptic layout (``train2017/*.jpg``, ``panoptic_train2017/*.png``
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np

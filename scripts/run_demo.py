@@ -2,6 +2,12 @@
 """The main job (`make demo`): synthetic data -> train the tiny Local2Global on CPU -> evaluate -> render.
 
     python scripts/run_demo.py --output output/demo [--iters-image 736 --iters-video 234 --num-frames 5] [--seed 0]
+    python scripts/run_demo.py --task vps [--output output/demo_vps]          # `make demo-vps`: VPQ / STQ
+
+``--task vps`` runs the same stages on the synthetic video panoptic dataset (VIPSeg's on-disk format,
+``$DETECTRON2_DATASETS/synthetic_vps``; ``local2global.data.synthetic_vps``) with the tiny VPS recipe
+(``configs/local2global_tiny_synthetic_vps.py``): data, untrained, warm-up, video, eval with the VPS evaluator
+(VPQ / STQ table), no rendering; ``summary.md`` and ``summary.json`` hold the figures and the stage times.
 
 Stages (each one a separate, resumable step; a finished step is skipped when the script is re-run):
 
@@ -38,6 +44,13 @@ from typing import Dict, List, Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "local2global_tiny_demo.py"
+VPS_CONFIG = ROOT / "configs" / "local2global_tiny_synthetic_vps.py"
+#: The VPS demo's iterations (single-frame warm-up, clip training): sized to stay under 15 minutes on 2 CPU cores
+#: (docs/VPS.md has the measured run).
+VPS_ITERS_IMAGE = 736
+VPS_ITERS_VIDEO = 234
+#: The VPS figures in the demo's table (percent).
+VPS_REPORTED = ["VPQ", "VPQ_th", "VPQ_st", "STQ", "AQ", "SQ"]
 logger = logging.getLogger("local2global.run_demo")
 
 from local2global.engine.metrics import REPORTED, read_final_metrics  # noqa: E402
@@ -84,20 +97,57 @@ def _read_final_metrics(run_dir: Path) -> Optional[Dict[str, float]]:
     return {k.split("/", 1)[1]: float(v) for k, v in found.items() if k.startswith("segm/")}
 
 
-def _table(rows: Dict[str, Dict[str, float]]) -> str:
-    head = "| model | " + " | ".join(REPORTED) + " |\n|---|" + "---:|" * len(REPORTED) + "\n"
+def _table(rows: Dict[str, Dict[str, float]], keys: List[str] = REPORTED) -> str:
+    head = "| model | " + " | ".join(keys) + " |\n|---|" + "---:|" * len(keys) + "\n"
     body = ""
     for name, m in rows.items():
-        body += f"| {name} | " + " | ".join(f"{m.get(k, float('nan')):.1f}" for k in REPORTED) + " |\n"
+        body += f"| {name} | " + " | ".join(f"{m.get(k, float('nan')):.1f}" for k in keys) + " |\n"
     return head + body
+
+
+def _read_vps_metrics(run_dir: Path) -> Optional[Dict[str, float]]:
+    """The ``vps`` figures (VPQ, STQ, ...) of an ``--eval-only`` run (its ``eval_results.json``)."""
+    path = run_dir / "eval_results.json"
+    if not path.is_file():
+        return None
+    found = json.loads(path.read_text()).get("vps")
+    return {k: float(v) for k, v in found.items()} if found else None
+
+
+#: Per task: the recipe, the output folder, the two stages' iterations and how a run's figures are read.
+TASKS = {
+    "vis": {"config": CONFIG, "output": "output/demo", "iters_image": 736, "iters_video": 234},
+    "vps": {"config": VPS_CONFIG, "output": "output/demo_vps", "iters_image": VPS_ITERS_IMAGE,
+            "iters_video": VPS_ITERS_VIDEO},
+}
+
+
+def _prepare_vps_data(args, env: Dict[str, str]) -> Path:
+    """The synthetic VPS dataset of the demo (default parameters unless ``--num-train`` / ``--num-valid``), made when
+    missing; every stage's ``train_net`` reads it through ``$L2G_SYNTHETIC_VPS_ROOT``."""
+    from local2global.data.synthetic_vps import SyntheticVPSConfig, ensure_synthetic_vps, synthetic_vps_root  # noqa: E402
+
+    params = asdict(SyntheticVPSConfig())
+    custom = {k: v for k, v in (("num_train", args.num_train), ("num_valid", args.num_valid)) if v is not None}
+    params.update(custom)
+    root = Path(synthetic_vps_root(env["DETECTRON2_DATASETS"]))
+    if custom and "L2G_SYNTHETIC_VPS_ROOT" not in os.environ:  # a smaller set never replaces the default one
+        root = root.with_name(root.name + "".join(f"_{k}{v}" for k, v in sorted(custom.items())))
+    env["L2G_SYNTHETIC_VPS_ROOT"] = str(root)
+    return Path(ensure_synthetic_vps(str(root), **params))
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output", default="output/demo")
-    parser.add_argument("--config-file", default=str(CONFIG))
-    parser.add_argument("--iters-image", type=int, default=736, help="single-frame warm-up iterations")
-    parser.add_argument("--iters-video", type=int, default=234, help="clip training iterations")
+    parser.add_argument("--task", choices=sorted(TASKS), default="vis",
+                        help="vis: YouTube-VIS-format data, AP (make demo); vps: VIPSeg-format data, VPQ / STQ "
+                             "(make demo-vps)")
+    parser.add_argument("--output", default=None, help="default: output/demo (vis), output/demo_vps (vps)")
+    parser.add_argument("--config-file", default=None, help="default: the task's demo recipe")
+    parser.add_argument("--iters-image", type=int, default=None,
+                        help="single-frame warm-up iterations (default: vis 736, vps %d)" % VPS_ITERS_IMAGE)
+    parser.add_argument("--iters-video", type=int, default=None,
+                        help="clip training iterations (default: vis 234, vps %d)" % VPS_ITERS_VIDEO)
     parser.add_argument("--num-frames", type=int, default=5, help="frames per training clip in the video stage")
     parser.add_argument("--frame-range", type=int, default=5,
                         help="clip frames are sampled within +-this many frames of a reference frame")
@@ -106,8 +156,19 @@ def main(argv=None) -> int:
     parser.add_argument("--skip-untrained", action="store_true", help="do not evaluate the untrained model")
     parser.add_argument("--render-score-threshold", type=float, default=0.3,
                         help="per-frame class probability from which a track is drawn in the rendered video")
+    parser.add_argument("--num-train", type=int, default=None,
+                        help="vps: training videos of the synthetic VPS data (default: the generator's)")
+    parser.add_argument("--num-valid", type=int, default=None,
+                        help="vps: held-out videos of the synthetic VPS data (default: the generator's)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="extra config overrides for every stage")
     args = parser.parse_args(argv)
+    task = TASKS[args.task]
+    args.output = args.output or task["output"]
+    args.config_file = args.config_file or str(task["config"])
+    args.iters_image = task["iters_image"] if args.iters_image is None else args.iters_image
+    args.iters_video = task["iters_video"] if args.iters_video is None else args.iters_video
+    if args.task == "vis" and (args.num_train is not None or args.num_valid is not None):
+        parser.error("--num-train / --num-valid apply to --task vps only")
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s demo] %(message)s", datefmt="%H:%M:%S")
 
     out = Path(args.output).resolve()
@@ -128,15 +189,20 @@ def main(argv=None) -> int:
 
     # 1. data
     t0 = time.time()
-    from local2global.data import ensure_synthetic_vis  # noqa: E402  (after the env is set)
-    from local2global.data.ytvis import synthetic_root  # noqa: E402
-
     os.environ["DETECTRON2_DATASETS"] = env["DETECTRON2_DATASETS"]
-    # The demo's figures are for the default dataset: a dataset made with other parameters (e.g. an older,
-    # smaller default) at the same root is refused with a message naming the differences.
-    from local2global.data.synthetic import SyntheticVISConfig  # noqa: E402
+    if args.task == "vps":
+        data_root = _prepare_vps_data(args, env)
+        read_metrics = _read_vps_metrics
+    else:
+        from local2global.data import ensure_synthetic_vis  # noqa: E402  (after the env is set)
+        from local2global.data.ytvis import synthetic_root  # noqa: E402
 
-    data_root = Path(ensure_synthetic_vis(synthetic_root(), **asdict(SyntheticVISConfig())))
+        # The demo's figures are for the default dataset: a dataset made with other parameters (e.g. an older,
+        # smaller default) at the same root is refused with a message naming the differences.
+        from local2global.data.synthetic import SyntheticVISConfig  # noqa: E402
+
+        data_root = Path(ensure_synthetic_vis(synthetic_root(), **asdict(SyntheticVISConfig())))
+        read_metrics = _read_final_metrics
     timings["data"] = time.time() - t0
     logger.info("synthetic dataset ready at %s (%.1f s)", data_root, timings["data"])
 
@@ -145,10 +211,10 @@ def main(argv=None) -> int:
     untrained = out / "untrained"
     if not args.skip_untrained:
         t0 = time.time()
-        if _read_final_metrics(untrained) is None:
+        if read_metrics(untrained) is None:
             _run([py, train_net, "--config-file", args.config_file, "--eval-only",
                   f"train.output_dir={untrained}", "train.init_checkpoint=", *common], out / "logs" / "untrained.log", env)
-        results["untrained (random init)"] = _read_final_metrics(untrained) or {}
+        results["untrained (random init)"] = read_metrics(untrained) or {}
         timings["untrained eval"] = time.time() - t0
 
     # 3. warm-up on single frames
@@ -181,8 +247,11 @@ def main(argv=None) -> int:
     _run([py, train_net, "--config-file", args.config_file, "--eval-only",
           f"train.output_dir={evaluated}", f"train.init_checkpoint={video / 'model_final.pth'}", *common],
          out / "logs" / "eval.log", env)
-    results["Local2Global tiny (trained)"] = _read_final_metrics(evaluated) or {}
+    results["Local2Global tiny (trained)"] = read_metrics(evaluated) or {}
     timings["eval"] = time.time() - t0
+
+    if args.task == "vps":
+        return _finish_vps(args, out, data_root, results, timings, t_all)
 
     # 6. render one held-out video
     t0 = time.time()
@@ -206,6 +275,32 @@ def main(argv=None) -> int:
     (out / "summary.md").write_text("\n".join(summary) + "\n")
     print("\n" + table)
     print(f"demo finished in {timings['total (without install)']:.0f} s; everything is under {out} (summary.md)")
+    return 0
+
+
+def _finish_vps(args, out: Path, data_root: Path, results: Dict[str, Dict[str, float]], timings: Dict[str, float],
+                t_all: float) -> int:
+    """The VPS demo's summary: ``summary.md`` (VPQ / STQ table, stage times), ``summary.json``, a final log line."""
+    timings["total (without install)"] = time.time() - t_all
+    valid = json.loads((data_root / "VIPSeg_720P" / "panoptic_gt_VIPSeg_val.json").read_text())
+    num_videos = len(valid["videos"])
+    num_frames = sum(len(v["images"]) for v in valid["videos"])
+    table = _table(results, VPS_REPORTED)
+    trained = results.get("Local2Global tiny (trained)", {})
+    summary = ["# make demo-vps: summary", "", f"Held-out synthetic VPS videos: {num_videos} ({num_frames} frames; "
+               f"dataset {data_root}), seed {args.seed}, {args.iters_image} warm-up + {args.iters_video} clip "
+               "iterations.", "", table, "", "| stage | wall time (s) |", "|---|---:|"]
+    summary += [f"| {k} | {v:.0f} |" for k, v in timings.items()]
+    (out / "summary.md").write_text("\n".join(summary) + "\n")
+    doc = {"task": "vps", "seed": args.seed, "iters_image": args.iters_image, "iters_video": args.iters_video,
+           "dataset": str(data_root), "num_videos": num_videos, "num_frames": num_frames, "results": results,
+           "seconds": timings}
+    (out / "summary.json").write_text(json.dumps(doc, indent=1) + "\n")
+    for line in table.splitlines():
+        logger.info("%s", line)
+    logger.info("VPS demo finished in %.0f s: VPQ %.1f, STQ %.1f on %d held-out synthetic videos (seed %d); "
+                "everything is under %s (summary.md)", timings["total (without install)"],
+                trained.get("VPQ", float("nan")), trained.get("STQ", float("nan")), num_videos, args.seed, out)
     return 0
 
 

@@ -16,10 +16,11 @@
 from __future__ import annotations
 
 import logging
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
+import torch
 
 from detectron2.data import transforms as T
 
@@ -120,19 +121,34 @@ class CocoPseudoVideoMapper:
         oh, ow = self.image_size
         return int(oh), int(ow)
 
-    def __call__(self, dataset_dict: dict, rng: Optional[np.random.Generator] = None) -> dict:
-        if rng is None and self.seed is not None:
-            rng = seeded_rng(self.seed, self._calls)
-        self._calls += 1
+    def _read_image(self, dataset_dict: dict, rng: Optional[np.random.Generator]):
+        """Read and augment the source image: ``(image (h, w, 3), transforms, sample_rng, (H0, W0))``.
+
+        The original size ``(H0, W0)`` is the dict's ``height`` / ``width`` (checked against the file) or, for
+        dicts without them (detectron2's COCO-panoptic dicts), the file's.
+        """
         image_id = dataset_dict.get("image_id", -1)
-        h0, w0 = int(dataset_dict["height"]), int(dataset_dict["width"])
+        expected = (int(dataset_dict["height"]), int(dataset_dict["width"])) if "height" in dataset_dict else None
         with seeded_global_numpy(rng):
-            image = read_frame(dataset_dict["file_name"], self.image_format, image_id, (h0, w0))
+            image = read_frame(dataset_dict["file_name"], self.image_format, image_id, expected)
+            hw0 = image.shape[:2]
             aug_input = T.AugInput(image)
             transforms = self.augmentations(aug_input)
             image = aug_input.image
             sample_rng = _default_rng(rng)
+        return image, transforms, sample_rng, (int(hw0[0]), int(hw0[1]))
 
+    def _targets(self, dataset_dict: dict, transforms, hw0: Tuple[int, int]
+                 ) -> Tuple[List[int], List[int], Optional[np.ndarray], Dict[str, torch.Tensor]]:
+        """The source image's targets after its augmentation.
+
+        Returns:
+            ``(track_ids, classes, masks, extra)``: ``n`` ids and contiguous classes, ``(n, h, w)`` uint8 masks
+            (``None`` without targets), and per-target fields to add to every frame's ``Instances``
+            (``{field: (n,) tensor}``; none here).
+        """
+        h0, w0 = hw0
+        image_id = dataset_dict.get("image_id", -1)
         track_ids, classes, masks = [], [], []
         for idx, obj in enumerate(dataset_dict.get("annotations") or []):
             if obj.get("iscrowd", 0):
@@ -152,13 +168,22 @@ class CocoPseudoVideoMapper:
             track_ids.append(idx)
             classes.append(cid)
             masks.append(transforms.apply_segmentation(m))
+        return track_ids, classes, np.stack(masks).astype(np.uint8) if masks else None, {}
+
+    def __call__(self, dataset_dict: dict, rng: Optional[np.random.Generator] = None) -> dict:
+        if rng is None and self.seed is not None:
+            rng = seeded_rng(self.seed, self._calls)
+        self._calls += 1
+        image, transforms, sample_rng, (h0, w0) = self._read_image(dataset_dict, rng)
+        track_ids, classes, src_masks, extra = self._targets(dataset_dict, transforms, (h0, w0))
 
         h, w = image.shape[:2]
         oh, ow = self._out_size(h, w)
         affines = pseudo_clip_affines(self.num_frames, (h, w), (oh, ow), sample_rng, self.scale_range,
                                       self.max_rotation, self.max_translation)
         images, masks_per_frame = [], []
-        src_masks = np.stack(masks).astype(np.uint8) if masks else np.zeros((0, h, w), dtype=np.uint8)
+        if src_masks is None:
+            src_masks = np.zeros((0, h, w), dtype=np.uint8)
         for a in affines:
             frame = cv2.warpAffine(image, a, (ow, oh), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
                                    borderValue=0)
@@ -174,11 +199,16 @@ class CocoPseudoVideoMapper:
             track_ids = [t for t, k in zip(track_ids, keep) if k]
             classes = [c for c, k in zip(classes, keep) if k]
             masks_per_frame = [m[keep] for m in masks_per_frame]
+            extra = {name: values[torch.from_numpy(keep)] for name, values in extra.items()}
+        instances = clip_instances((oh, ow), track_ids, classes, masks_per_frame)
+        for name, values in extra.items():
+            for inst in instances:
+                inst.set(name, values.clone())
         return {
-            "video_id": image_id,
+            "video_id": dataset_dict.get("image_id", -1),
             "height": h0,
             "width": w0,
             "frame_indices": list(range(self.num_frames)),
             "images": images,
-            "instances": clip_instances((oh, ow), track_ids, classes, masks_per_frame),
+            "instances": instances,
         }

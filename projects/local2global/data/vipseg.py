@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 from PIL import Image
@@ -195,7 +195,7 @@ def read_panoptic_frame(record: dict, t: int) -> np.ndarray:
     path, video = record["pan_seg_file_names"][t], record.get("video_name", record["video_id"])
     if record["pan_seg_format"] == "raw":
         try:
-            ids = raw_to_segment_ids(_read_raw(path, video))
+            ids = raw_to_segment_ids(_read_raw(path, video), record.get("raw_categories", VIPSEG_CATEGORIES))
         except ValueError as e:
             if isinstance(e, VIPSegFormatError):
                 raise
@@ -225,13 +225,16 @@ def read_panoptic_frame(record: dict, t: int) -> np.ndarray:
 
 
 def load_vipseg_raw(root: str, split: Optional[str] = None, dataset_name: Optional[str] = None,
-                    image_dir: str = "imgs", mask_dir: str = "panomasks") -> List[dict]:
+                    image_dir: str = "imgs", mask_dir: str = "panomasks",
+                    categories: Sequence[dict] = VIPSEG_CATEGORIES) -> List[dict]:
     """Load the raw layout (``imgs`` + ``panomasks``), reading every mask once to list its segments.
 
     Args:
         root: the ``VIPSeg`` folder. split: ``train`` / ``val`` / ``test`` (videos listed in ``<root>/<split>.txt``;
             None: every video of ``imgs``). dataset_name: for the contiguous ids (see the 720p loader).
         image_dir, mask_dir: sub-folder names (``images`` / ``panomasks`` for the 720p raw masks).
+        categories: the category list the raw values encode (VIPSeg's; another list with 0-based ids for data in
+            the same encoding, e.g. the synthetic VPS dataset).
 
     Raises:
         VIPSegFormatError: a video of the split without images or masks, a frame whose image or mask is
@@ -246,8 +249,8 @@ def load_vipseg_raw(root: str, split: Optional[str] = None, dataset_name: Option
             names = sorted(line.strip() for line in f if line.strip())
     else:
         names = sorted(n for n in os.listdir(img_root) if not n.startswith("."))
-    id_map = _contiguous_map(dataset_name, VIPSEG_CATEGORIES)
-    isthing = {c["id"]: bool(c["isthing"]) for c in VIPSEG_CATEGORIES}
+    id_map = _contiguous_map(dataset_name, categories)
+    isthing = {c["id"]: bool(c["isthing"]) for c in categories}
     out = []
     for name in names:
         vi, vm = os.path.join(img_root, name), os.path.join(mask_root, name)
@@ -271,7 +274,7 @@ def load_vipseg_raw(root: str, split: Optional[str] = None, dataset_name: Option
                 raise VIPSegFormatError(f"video {name!r}, {png!r}: size {raw.shape}, frame 0 is "
                                         f"{(rec['height'], rec['width'])}")
             try:
-                ids = raw_to_segment_ids(raw)
+                ids = raw_to_segment_ids(raw, categories)
             except ValueError as e:
                 raise VIPSegFormatError(f"video {name!r}, panomask {png!r}: {e}") from None
             u, counts = np.unique(ids, return_counts=True)
@@ -280,6 +283,8 @@ def load_vipseg_raw(root: str, split: Optional[str] = None, dataset_name: Option
                 {"id": int(i), "category_id": id_map[int(c)], "isthing": isthing[int(c)], "iscrowd": 0, "area": int(a)}
                 for i, c, a in zip(u, cats, counts) if i != 0
             ])
+        if categories is not VIPSEG_CATEGORIES:  # what read_panoptic_frame decodes the raw values with
+            rec["raw_categories"] = [{"id": int(c["id"]), "isthing": int(c["isthing"])} for c in categories]
         out.append(rec)
     logger.info("loaded %d raw VIPSeg videos from %s (split %s)", len(out), root, split)
     return out
@@ -296,19 +301,38 @@ def _register(name: str, loader, metadata: dict) -> None:
 
 
 def register_vipseg_panoptic(name: str, image_root: str, gt_root: str, json_file: str,
-                             metadata: Optional[dict] = None) -> None:
+                             metadata: Optional[dict] = None, before_load: Optional[Callable[[], object]] = None) -> None:
     """Register a 720p-layout dataset (lazy). Its metadata carries ``panoptic_json`` / ``panoptic_root`` (what
-    :class:`local2global.evaluation.vps.VPSEvaluator` scores against) and the VIPSeg categories by default."""
+    :class:`local2global.evaluation.vps.VPSEvaluator` scores against) and the VIPSeg categories by default;
+    ``before_load`` is called before each load (e.g. to generate a synthetic dataset that is missing)."""
     meta = dict(vipseg_metadata() if metadata is None else metadata)
     meta.update(image_root=image_root, panoptic_root=gt_root, panoptic_json=json_file, json_file=json_file)
-    _register(name, lambda: load_vipseg_panoptic_json(json_file, image_root, gt_root, name), meta)
+
+    def load() -> List[dict]:
+        if before_load is not None:
+            before_load()
+        return load_vipseg_panoptic_json(json_file, image_root, gt_root, name)
+
+    _register(name, load, meta)
 
 
-def register_vipseg_raw(name: str, root: str, split: Optional[str], metadata: Optional[dict] = None) -> None:
-    """Register a raw-layout dataset (lazy; no panoptic JSON, so not scorable by the VPS evaluator)."""
+def register_vipseg_raw(name: str, root: str, split: Optional[str], metadata: Optional[dict] = None,
+                        before_load: Optional[Callable[[], object]] = None) -> None:
+    """Register a raw-layout dataset (lazy; no panoptic JSON, so not scorable by the VPS evaluator).
+
+    The raw values are decoded with the metadata's ``categories`` (VIPSeg's by default); ``before_load`` is called
+    before each load (e.g. to generate a synthetic dataset that is missing).
+    """
     meta = dict(vipseg_metadata() if metadata is None else metadata)
     meta.update(image_root=os.path.join(root, "imgs"), raw_root=root)
-    _register(name, lambda: load_vipseg_raw(root, split, name), meta)
+    categories = VIPSEG_CATEGORIES if metadata is None else meta["categories"]
+
+    def load() -> List[dict]:
+        if before_load is not None:
+            before_load()
+        return load_vipseg_raw(root, split, name, categories=categories)
+
+    _register(name, load, meta)
 
 
 def register_all_vipseg(root: Optional[str] = None) -> List[str]:

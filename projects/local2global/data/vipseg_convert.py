@@ -86,8 +86,12 @@ def _resized(im: Image.Image, resample, target_height: int) -> Image.Image:
 
 
 def convert_video(raw_root: str, out_root: str, video: str, target_height: int = TARGET_HEIGHT,
-                  image_dir: str = "imgs", mask_dir: str = "panomasks") -> Tuple[dict, dict]:
+                  image_dir: str = "imgs", mask_dir: str = "panomasks",
+                  categories: Sequence[dict] = VIPSEG_CATEGORIES) -> Tuple[dict, dict]:
     """Convert one video; return its ``videos`` entry and its ``annotations`` entry.
+
+    ``categories`` (0-based ids, ``isthing``, ``color``) are those the raw values encode: VIPSeg's, or another
+    list in the same encoding (the synthetic VPS dataset's).
 
     Raises:
         VIPSegFormatError: a frame without its mask (or the reverse), a raw value of no category (naming the
@@ -107,7 +111,7 @@ def convert_video(raw_root: str, out_root: str, video: str, target_height: int =
     dirs = {k: os.path.join(out_root, k, video) for k in ("images", "panomasks", "panomasksRGB")}
     for d in dirs.values():
         os.makedirs(d, exist_ok=True)
-    gen = DeterministicIdGenerator(VIPSEG_CATEGORIES, zlib.crc32(video.encode("utf-8")))
+    gen = DeterministicIdGenerator(categories, zlib.crc32(video.encode("utf-8")))
     raw_to_id: Dict[int, int] = {}
     images, frames = [], []
     for f in imgs:
@@ -125,10 +129,10 @@ def convert_video(raw_root: str, out_root: str, video: str, target_height: int =
             m.save(os.path.join(dirs["panomasks"], stem + MASK_EXT))
         values = np.unique(raw)
         cats = raw_to_category(values)
-        bad = values[cats >= len(VIPSEG_CATEGORIES)]
+        bad = values[cats >= len(categories)]
         if bad.size:
             raise VIPSegFormatError(f"video {video!r}, panomask {src_mask!r}: raw value(s) {bad[:10].tolist()} "
-                                    "belong to no VIPSeg category")
+                                    "belong to no category")
         ids = np.zeros(raw.shape, np.int64)
         segs: Dict[int, dict] = {}
         for v, c in zip(values.tolist(), cats.tolist()):
@@ -154,7 +158,8 @@ def _convert_one(args):
 
 
 def convert_vipseg_to_720p(raw_root: str, out_root: str, target_height: int = TARGET_HEIGHT,
-                           videos: Optional[List[str]] = None, num_workers: int = 0) -> Dict[str, str]:
+                           videos: Optional[List[str]] = None, num_workers: int = 0,
+                           categories: Sequence[dict] = VIPSEG_CATEGORIES) -> Dict[str, str]:
     """Convert a raw VIPSeg folder (``imgs``, ``panomasks``, ``<split>.txt``) to the 720p layout.
 
     Args:
@@ -163,6 +168,8 @@ def convert_vipseg_to_720p(raw_root: str, out_root: str, target_height: int = TA
         videos: restrict to these videos (default: every video that has masks; test videos without masks are
             skipped, as ``change2_720p.py`` does).
         num_workers: processes over videos (0: this one).
+        categories: the categories of the raw values (default VIPSeg's; see :func:`convert_video`); they are
+            written to the JSONs and ``panoVIPSeg_categories.json``.
 
     Returns:
         The written JSON paths, by name (``all``, and each split found).
@@ -172,7 +179,7 @@ def convert_vipseg_to_720p(raw_root: str, out_root: str, target_height: int = TA
     with_masks = [n for n in names if os.path.isdir(os.path.join(raw_root, "panomasks", n))]
     if len(with_masks) != len(names):
         logger.info("skipping %d videos without masks (test split)", len(names) - len(with_masks))
-    jobs = [(raw_root, out_root, n, target_height) for n in with_masks]
+    jobs = [(raw_root, out_root, n, target_height, "imgs", "panomasks", categories) for n in with_masks]
     if num_workers > 1:
         import multiprocessing as mp
 
@@ -180,7 +187,7 @@ def convert_vipseg_to_720p(raw_root: str, out_root: str, target_height: int = TA
             results = pool.map(_convert_one, jobs, chunksize=1)
     else:
         results = [_convert_one(j) for j in jobs]
-    cats = [dict(c, color=list(c["color"])) for c in VIPSEG_CATEGORIES]
+    cats = [dict(c, color=list(c["color"])) for c in categories]
     d = {"videos": [r[0] for r in results], "annotations": [r[1] for r in results], "categories": cats}
     written = {"all": os.path.join(out_root, "panoptic_gt_VIPSeg.json")}
     _dump(d, written["all"])

@@ -8,17 +8,50 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def shared_dir() -> Path:
-    """The project's shared folder (``$L2G_SHARED_DIR`` or ``<repo>/../shared``)."""
-    return Path(os.environ.get("L2G_SHARED_DIR", REPO_ROOT.parent / "shared"))
+#: The detrex MaskDINO reference data committed with the project (``tests/data/maskdino/README.md``).
+MASKDINO_REFERENCE_DIR = REPO_ROOT / "tests" / "data" / "maskdino"
+
+#: Files the parity tests read; all of them are committed under :data:`MASKDINO_REFERENCE_DIR`.
+MASKDINO_REFERENCE_FILES = (
+    "maskdino_r50_coco_instance_state_dict.tsv",
+    "tiny_config.json",
+    "tiny_init_stats.json",
+    "tiny_input.pt",
+    "tiny_intermediates.pt",
+    "tiny_loss_outputs.pt",
+    "tiny_loss_targets.pt",
+    "tiny_outputs.pt",
+    "tiny_state_dict.pt",
+)
+
+
+def maskdino_reference_path() -> Path:
+    """The folder of the MaskDINO reference data the parity tests compare against.
+
+    ``$L2G_MASKDINO_REFERENCE_DIR`` names the folder itself; ``$L2G_SHARED_DIR`` (the older override) names a
+    folder holding it as ``reference/maskdino``. Without either, the copy committed in ``tests/data/maskdino``.
+
+    Returns:
+        The folder path (not checked).
+    """
+    if os.environ.get("L2G_MASKDINO_REFERENCE_DIR"):
+        return Path(os.environ["L2G_MASKDINO_REFERENCE_DIR"])
+    if os.environ.get("L2G_SHARED_DIR"):
+        return Path(os.environ["L2G_SHARED_DIR"]) / "reference" / "maskdino"
+    return MASKDINO_REFERENCE_DIR
 
 
 @pytest.fixture(scope="session")
 def maskdino_reference_dir() -> Path:
-    """``shared/reference/maskdino`` (the detrex MaskDINO fixtures); skips the test when absent."""
-    path = shared_dir() / "reference" / "maskdino"
-    if not path.is_dir():
-        pytest.skip(f"MaskDINO reference data not found at {path} (set L2G_SHARED_DIR)")
+    """The detrex MaskDINO reference data (:func:`maskdino_reference_path`).
+
+    The data is part of the repository, so a missing file is an error, never a skip.
+    """
+    path = maskdino_reference_path()
+    missing = [name for name in MASKDINO_REFERENCE_FILES if not (path / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"MaskDINO reference data missing in {path}: {', '.join(missing)} "
+                                "(the files are committed in tests/data/maskdino; see its README.md)")
     return path
 
 

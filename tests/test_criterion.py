@@ -25,7 +25,7 @@ pytestmark = pytest.mark.timeout(60)
 
 NUM_CLASSES = 5
 STAGES = ("final", "aux_0", "aux_1", "aux_2", "interm")
-# README §10.6 suggested tolerances for the criterion-only test.
+# tests/data/maskdino/DETREX_NOTES.md §10.6: the suggested tolerances for the criterion-only test.
 COST_RTOL, COST_ATOL = 1e-5, 1e-6
 GRAD_RTOL = 1e-4
 
@@ -35,8 +35,6 @@ GRAD_RTOL = 1e-4
 def loss_fixture(maskdino_reference_dir):
     targets_path = maskdino_reference_dir / "tiny_loss_targets.pt"
     outputs_path = maskdino_reference_dir / "tiny_loss_outputs.pt"
-    if not targets_path.exists() or not outputs_path.exists():
-        pytest.skip(f"training-loss fixture not found in {maskdino_reference_dir}")
     return torch.load(targets_path, weights_only=True), torch.load(outputs_path, weights_only=True)
 
 
@@ -284,7 +282,7 @@ def test_point_sampling_equals_detectron2_with_same_seed():
 
 
 def test_point_sampling_at_grid_centres_equals_dense():
-    """Points covering every pixel centre of the prediction grid ("grid" variant of README §10.6)
+    """Points covering every pixel centre of the prediction grid ("grid" variant of DETREX_NOTES.md §10.6)
     reproduce the dense mode: predictions are read exactly, targets bilinearly, as F.interpolate."""
     g = torch.Generator().manual_seed(7)
     h, w = 6, 10
@@ -337,7 +335,7 @@ def test_point_sampled_losses_estimate_dense_on_piecewise_constant_masks():
 
 
 def test_fixture_point_sampled_mode_matches_detrex_statistics(loss_fixture):
-    """Default (random point) mode on the fixture: README §10.6 reports detrex's total at
+    """Default (random point) mode on the fixture: DETREX_NOTES.md §10.6 reports detrex's total at
     298.8-299.0 over 5 seeds (importance sampling biases the mask BCE upwards) and the final-layer
     matching equal to the dense one; a private generator makes the run reproducible."""
     tgt_file, out_file = loss_fixture

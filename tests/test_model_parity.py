@@ -1,8 +1,8 @@
 """Image mode of the assembled Local2Global (frame 0, aligner off) is detrex's MaskDINO on the parity fixture.
 
-The fixture (``shared/reference/maskdino``, README §3-§7) is a tiny MaskDINO run by detrex; its state dict is
-loaded through the detrex -> Local2Global key mapping with ``strict=True`` and every raw output must match
-within the README's tolerances (continuous tensors 1e-4, top-K exactly).
+The fixture (``tests/data/maskdino``, its ``DETREX_NOTES.md`` §3-§7) is a tiny MaskDINO run by detrex; its state
+dict is loaded through the detrex -> Local2Global key mapping with ``strict=True`` and every raw output must match
+within the tolerances of §7 there (continuous tensors 1e-4, top-K exactly).
 """
 
 from __future__ import annotations

@@ -188,6 +188,22 @@ def test_box_loss_toggle_and_interm_toggle():
     assert all(torch.isfinite(v) for v in full.values())
 
 
+def test_eq4_override_set_keeps_final_layer_class_and_mask_terms_only():
+    """The paper's Eq. 4 (deep_supervision, interm and box losses off): focal class + mask BCE + dice of the final
+    layer per frame, each equal to the full criterion's final-layer term (same matching, same normalisation)."""
+    hot = [[{0: 0, 2: 1}], [{0: 0, 2: 1}], [{0: 0, 2: 1}]]
+    outputs = make_outputs(hot)
+    targets = [make_targets([0, 1], [[1, 1], [1, 1], [1, 0]])]
+    eq4 = make_criterion(reduced_supervision=False, box_loss=False, interm_loss=False, deep_supervision=False)
+    losses = eq4(outputs, targets)
+    assert set(losses) == {"loss_ce", "loss_mask", "loss_dice"}
+    no_box = make_criterion(reduced_supervision=False, box_loss=False, interm_loss=False)(outputs, targets)
+    assert {"loss_ce_0", "loss_mask_1"} <= set(no_box)
+    for k in losses:
+        assert torch.equal(losses[k], no_box[k]), k
+    assert all(v > 0 for v in losses.values())
+
+
 # ----------------------------------------------------------------------------- reduced supervision
 def test_supervision_draws_last_frame_always_k_uniform():
     T, draws = 5, 3000

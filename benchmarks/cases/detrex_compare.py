@@ -6,7 +6,7 @@ variable ``L2G_DETREX_COMPARE`` (the method is described in RESULTS.md); without
 was skipped. The driver prints one JSON line, which this case stores.
 
 What the driver does (in words): it copies detrex's ``detrex/`` and ``projects/maskdino/`` into a temporary
-folder, applies the two patches of ``/work/shared/reference/maskdino/README.md`` §2 there (the pure-PyTorch
+folder, applies the two patches of ``tests/data/maskdino/DETREX_NOTES.md`` §2 there (the pure-PyTorch
 deformable attention instead of the missing compiled extension; the hard-coded ``.cuda()`` of the eval-path
 mask-to-box initialisation replaced by the device of the masks), registers ``detrex``, ``detrex.modeling``,
 ``detrex.modeling.backbone``, ``projects.maskdino`` and ``projects.maskdino.modeling`` as bare namespace

@@ -4,7 +4,7 @@ Conventions (docs/ARCHITECTURE.md): boxes crossing module boundaries are normali
 ``[0, 1]``; ``_unsig`` names hold ``inverse_sigmoid`` of them; ``_xyxy`` names hold corner boxes.
 
 Numerics follow detrex's MaskDINO (``projects/maskdino/utils``) so that the parity fixture in
-``shared/reference/maskdino`` is reproduced:
+``tests/data/maskdino`` is reproduced:
 
 * :func:`inverse_sigmoid` clamps to ``[0, 1]`` and guards both logs' arguments with ``eps = 1e-5``;
 * :func:`box_sine_embedding` is MaskDINO's query sine embedding (blocks ``y, x, w, h``, interleaved sin/cos,

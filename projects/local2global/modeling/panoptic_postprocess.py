@@ -6,7 +6,7 @@ and every tracker use it unchanged (``model.postprocessor = L(PanopticVideoPostp
 per-frame outputs in slot order (slot i = one track for the whole video, the tracker contract) and produces the
 prediction contract of :class:`~local2global.evaluation.vps.VPSEvaluator`.
 
-Per frame (MaskDINO's ``panoptic_inference`` with its settings, ``../shared/reference/maskdino/README.md`` §5; the
+Per frame (MaskDINO's ``panoptic_inference`` with its settings, ``tests/data/maskdino/DETREX_NOTES.md`` §5; the
 rule restated, not the code):
 
 1. ``p = sigmoid(class logits)`` ``(N, C)``; a slot is a candidate when ``max_c p > object_mask_threshold`` (0.25).

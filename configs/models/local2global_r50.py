@@ -126,6 +126,7 @@ model = L(Local2Global)(
         absent_as_no_object=False,
         interm_loss=True,
         box_loss=True,
+        deep_supervision=True,  # every decoder layer supervised (MaskDINO); False + the two above = Eq. 4
     ),
     postprocessor=L(VideoPostprocessor)(test_topk=10, frame_score_threshold=0.5),
     pixel_mean=[123.675, 116.28, 103.53],

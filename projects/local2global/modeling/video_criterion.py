@@ -106,6 +106,9 @@ class VideoSetCriterion(nn.Module):
             "label kept, empty mask".
         interm_loss: add the image-level encoder (top-K token) loss of frames with ``interm_outputs``.
         box_loss: add box L1/GIoU losses; when off, the matching uses no box cost either.
+        deep_supervision: add the losses of every auxiliary decoder layer (and of the DN queries' auxiliary
+            layers), MaskDINO's default. Off, only the final layer's predictions are supervised, as the paper's
+            Eq. 4 writes the loss; the matching is the final layer's either way.
         seed: seed of the criterion's own generator, used when ``forward`` receives none
             (``None``: the global torch RNG).
         extra_terms: further clip-level loss terms (e.g. IFR's cross-frame mask loss, InsPro's box
@@ -130,6 +133,7 @@ class VideoSetCriterion(nn.Module):
         absent_as_no_object: bool = False,
         interm_loss: bool = True,
         box_loss: bool = True,
+        deep_supervision: bool = True,
         seed: Optional[int] = None,
         extra_terms: Sequence[nn.Module] = (),
     ):
@@ -141,6 +145,7 @@ class VideoSetCriterion(nn.Module):
         self.absent_as_no_object = absent_as_no_object
         self.interm_loss = interm_loss
         self.box_loss = box_loss
+        self.deep_supervision = deep_supervision
         self.weight_dict = set_criterion.weight_dict
         # MaskDINO checkpoints hold ``criterion.empty_weight``: expose the set criterion's buffer at
         # this level (same tensor) and keep only this copy in the state dict.
@@ -404,7 +409,7 @@ class VideoSetCriterion(nn.Module):
             return result
 
         losses = stage(outputs, "")
-        for i, aux in enumerate(outputs.get("aux_outputs", []) or []):
+        for i, aux in enumerate(self._aux_stages(outputs)):
             losses.update(stage(aux, f"_{i}"))
         use_interm = self.interm_loss and outputs.get("interm_outputs") is not None
         use_dn = outputs.get("dn") is not None
@@ -458,7 +463,7 @@ class VideoSetCriterion(nn.Module):
         dn_outputs = outputs["dn_outputs"]
         norm = num_masks * scalar
         losses = crit.stage_losses(dn_outputs, valid_targets, indices, norm, "_dn", generator, groups)
-        for i, aux in enumerate(dn_outputs.get("aux_outputs", []) or []):
+        for i, aux in enumerate(self._aux_stages(dn_outputs)):
             losses.update(crit.stage_losses(aux, valid_targets, indices, norm, f"_dn_{i}", generator, groups))
         return losses
 
@@ -466,6 +471,10 @@ class VideoSetCriterion(nn.Module):
     def _dn_groups(self) -> List[str]:
         """The loss groups of the denoising terms: the set criterion's ``dn_losses`` this criterion computes."""
         return [g for g in self.set_criterion.dn_losses if g in self.losses]
+
+    def _aux_stages(self, outputs: Dict) -> List[Dict]:
+        """The auxiliary decoder layers' outputs that get losses (none without ``deep_supervision``)."""
+        return list(outputs.get("aux_outputs", []) or []) if self.deep_supervision else []
 
     def _fill_missing_image_level_losses(self, totals: Dict[str, torch.Tensor], outputs_per_frame: List[Dict]) -> None:
         """Zero ``_dn`` / ``_interm`` terms that this iteration could not compute, so every iteration (and every
@@ -477,7 +486,7 @@ class VideoSetCriterion(nn.Module):
         CPU DDP, ``KeyError: 'loss_ce_dn'``); detrex's image criterion fills zeros for the same reason.
         """
         crit = self.set_criterion
-        num_stages = max(len(o.get("aux_outputs", []) or []) for o in outputs_per_frame)
+        num_stages = max(len(self._aux_stages(o)) for o in outputs_per_frame)
         expected = []
         if crit.dn != "no" and any(o.get("dn") is not None for o in outputs_per_frame):
             groups = self._dn_groups()

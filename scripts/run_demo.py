@@ -7,7 +7,7 @@
 ``--task vps`` runs the same stages on the synthetic video panoptic dataset (VIPSeg's on-disk format,
 ``$DETECTRON2_DATASETS/synthetic_vps``; ``local2global.data.synthetic_vps``) with the tiny VPS recipe
 (``configs/local2global_tiny_synthetic_vps.py``): data, untrained, warm-up, video, eval with the VPS evaluator
-(VPQ / STQ table), no rendering; ``summary.md`` and ``summary.json`` hold the figures and the stage times.
+(VPQ / STQ table), render (the evaluated panoptic maps of one held-out video); ``summary.md`` and ``summary.json`` hold the figures and the stage times.
 
 Stages (each one a separate, resumable step; a finished step is skipped when the script is re-run):
 
@@ -251,7 +251,10 @@ def main(argv=None) -> int:
     timings["eval"] = time.time() - t0
 
     if args.task == "vps":
-        return _finish_vps(args, out, data_root, results, timings, t_all)
+        t0 = time.time()
+        rendered = _render_vps(args, out, data_root, evaluated)
+        timings["render"] = time.time() - t0
+        return _finish_vps(args, out, data_root, results, timings, t_all, rendered)
 
     # 6. render one held-out video
     t0 = time.time()
@@ -278,8 +281,31 @@ def main(argv=None) -> int:
     return 0
 
 
+def _render_vps(args, out: Path, data_root: Path, evaluated: Path) -> str:
+    """Draw one held-out video from the panoptic maps the evaluation wrote (``eval/inference/pred.json`` and
+    ``pan_pred/``, the scored maps): ``render/video.mp4``, ``video.gif``, ``frame_preview.png``; returns its id."""
+    import cv2  # noqa: E402
+
+    from local2global.inference.demo import write_video  # noqa: E402
+    from local2global.inference.panoptic_render import render_vps_prediction  # noqa: E402
+
+    root = data_root / "VIPSeg_720P"
+    categories = json.loads((root / "panoVIPSeg_categories.json").read_text())
+    pick = None if args.render_video is None else f"val_{args.render_video:04d}"
+    vid, frames = render_vps_prediction(str(evaluated / "inference" / "pred.json"),
+                                        str(evaluated / "inference" / "pan_pred"), str(root / "images"),
+                                        categories, video_id=pick)
+    render = out / "render"
+    render.mkdir(exist_ok=True)
+    write_video(frames, render / "video.mp4", 6.0)
+    write_video(frames, render / "video.gif", 6.0)
+    cv2.imwrite(str(render / "frame_preview.png"), cv2.cvtColor(frames[len(frames) // 2], cv2.COLOR_RGB2BGR))
+    logger.info("rendered video %s (%d frames) to %s", vid, len(frames), render)
+    return vid
+
+
 def _finish_vps(args, out: Path, data_root: Path, results: Dict[str, Dict[str, float]], timings: Dict[str, float],
-                t_all: float) -> int:
+                t_all: float, rendered: str) -> int:
     """The VPS demo's summary: ``summary.md`` (VPQ / STQ table, stage times), ``summary.json``, a final log line."""
     timings["total (without install)"] = time.time() - t_all
     valid = json.loads((data_root / "VIPSeg_720P" / "panoptic_gt_VIPSeg_val.json").read_text())
@@ -291,8 +317,10 @@ def _finish_vps(args, out: Path, data_root: Path, results: Dict[str, Dict[str, f
                f"dataset {data_root}), seed {args.seed}, {args.iters_image} warm-up + {args.iters_video} clip "
                "iterations.", "", table, "", "| stage | wall time (s) |", "|---|---:|"]
     summary += [f"| {k} | {v:.0f} |" for k, v in timings.items()]
+    summary += ["", f"Rendered video {rendered} (the evaluated panoptic maps; things by track id, stuff by class): "
+                "`render/video.mp4`, `render/video.gif`, `render/frame_preview.png`."]
     (out / "summary.md").write_text("\n".join(summary) + "\n")
-    doc = {"task": "vps", "seed": args.seed, "iters_image": args.iters_image, "iters_video": args.iters_video,
+    doc = {"task": "vps", "rendered_video": rendered, "seed": args.seed, "iters_image": args.iters_image, "iters_video": args.iters_video,
            "dataset": str(data_root), "num_videos": num_videos, "num_frames": num_frames, "results": results,
            "seconds": timings}
     (out / "summary.json").write_text(json.dumps(doc, indent=1) + "\n")

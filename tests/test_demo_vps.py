@@ -1,5 +1,5 @@
 """`scripts/run_demo.py --task vps` (`make demo-vps`) at a tiny budget: the stages run on a small synthetic VPS
-dataset and VPQ / STQ are written, finite, for the untrained and the trained model."""
+dataset, VPQ / STQ are written, finite, for the untrained and the trained model, and one video is rendered."""
 
 from __future__ import annotations
 
@@ -52,6 +52,14 @@ def test_run_demo_vps_tiny_budget(tmp_path):
     summary = (out / "summary.md").read_text()
     assert "| VPQ | VPQ_th | VPQ_st | STQ | AQ | SQ |" in summary and "untrained" in summary
     assert "VPS demo finished in" in log and "STQ" in log
+    # the rendered video: the longest held-out video's evaluated maps, one frame per frame, upscaled to >= 256 px
+    import imageio.v2 as imageio
+
+    lengths = {v["video_id"]: len(v["images"]) for v in gt["videos"]}
+    assert lengths[doc["rendered_video"]] == max(lengths.values())
+    gif = imageio.mimread(out / "render" / "video.gif")
+    assert len(gif) == max(lengths.values()) and min(gif[0].shape[:2]) >= 256
+    assert (out / "render" / "video.mp4").stat().st_size > 0 and (out / "render" / "frame_preview.png").is_file()
     # a re-run skips the finished training stages
     mtime = (out / "train" / "model_final.pth").stat().st_mtime
     proc = subprocess.run(cmd[:2] + ["--skip-untrained"] + cmd[2:], cwd=ROOT, env=env, capture_output=True,

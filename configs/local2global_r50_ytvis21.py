@@ -1,43 +1,15 @@
-"""Phase 2 on YouTube-VIS 2021 (as the 2019 recipe; its own 40 categories).
+"""Phase 2 on YouTube-VIS 2021: the shared phase-2 recipe (``common/vis_phase2.py``) on its own 40 categories.
 
 The same model is evaluated on YouTube-VIS 2022 with ``configs/local2global_r50_ytvis22.py`` or, equivalently,
     python scripts/train_net.py --config-file configs/local2global_r50_ytvis21.py --eval-only \
         dataloader.test.dataset.names=ytvis_2022_val train.init_checkpoint=output/local2global_r50_ytvis21/model_final.pth
 """
 
-from detectron2.config import LazyCall as L
+from .common.data.ytvis_2021 import dataloader as _ytvis21
+from .common.vis_phase2 import dataloader, lr_multiplier, model, optimizer, train
 
-from local2global.data import filter_images_by_category
-
-from .common.data.coco_pseudo import dataloader as _coco
-from .common.data.ytvis_2021 import dataloader
-from .common.optim import optimizer
-from .common.schedule import lr_multiplier
-from .common.train import train
-from .models.local2global_r50 import model
-
-model.num_classes = 40
-model.postprocessor.test_topk = 10
-
-# (COCO images without an object of the target vocabulary are dropped, so every pseudo clip has targets)
-dataloader.train.pseudo_dataset = L(filter_images_by_category)(
-    dataset_dicts=_coco.train.dataset, category_map="${..pseudo_mapper.category_map}"
-)
-dataloader.train.pseudo_mapper = _coco.train.mapper
-dataloader.train.pseudo_mapper.num_frames = "${..mapper.num_frames}"
+dataloader.train.dataset.names = _ytvis21.train.dataset.names
+dataloader.test.dataset.names = _ytvis21.test.dataset.names
 dataloader.train.pseudo_mapper.category_map = "ytvis_2021"
-dataloader.train.pseudo_mapper.augmentations = "${..mapper.augmentations}"
-dataloader.train.pseudo_ratio = 0.5
-dataloader.train.total_batch_size = 8
 
-optimizer.lr = 5e-5
-lr_multiplier.scheduler.milestones = [0.5]
-
-train.max_iter = 120000
-train.clip_grad.enabled = True
-train.clip_grad.params.max_norm = 0.01
-train.clip_grad.params.norm_type = 2
-train.init_checkpoint = "./output/local2global_r50_coco_phase1/model_final.pth"
 train.output_dir = "./output/local2global_r50_ytvis21"
-train.eval_period = 0
-train.checkpointer.period = 10000

@@ -6,7 +6,7 @@ classes and the 3 synthetic VIS shapes as things, 64x96 frames; generated on fir
 (``VPSEvaluator``). The recipe is ``local2global_tiny_vipseg.py`` (the tiny model in panoptic mode: every segment one
 target, stuff merged per class, the panoptic post-processor) with the synthetic classes and, for training from
 scratch on 2 CPU cores, the model and optimiser changes that ``local2global_tiny_demo.py`` measured for the VIS demo
-(see that file for the measurements): batch norm and no frozen stem, a 16-channel stem with bottleneck blocks of the
+(measurements in ``docs/EXPERIMENTS.md``): batch norm and no frozen stem, a 16-channel stem with bottleneck blocks of the
 stage width, 4 encoder heads of width 16, 2 decoder layers, MaskDINO's denoising queries on the image-mode frame,
 AdamW 1e-3, batch 8, the frames upsampled x2 (short side 128; masks are scored at the original 64x96).
 

@@ -3,7 +3,8 @@ saving leaves the previous checkpoint loadable, a non-finite loss stops with the
 the last good checkpoint intact, 2-process CPU (gloo) training matches 1 process with the same total batch, and
 a crashed worker ends the whole job with a non-zero status.
 
-Faults are injected with the ``L2G_FAULT_*`` environment variables of :mod:`local2global.engine.faults`.
+Faults are injected with the ``L2G_FAULT_*`` environment variables of ``tests/tools/fault_injection.py`` (through
+the trainer's public extension points; ``script_runner`` then runs ``tests/tools/train_net_with_faults.py``).
 """
 
 import json

@@ -51,7 +51,8 @@ from detectron2.utils.file_io import PathManager
 
 from .device import configure_tf32, resolve_amp_dtype, resolve_device
 from .ema import EMAHook, EMAState
-from .faults import DeterministicStepHook, MetricHistoryHook, build_fault_hook, save_fault_callback
+from .extensions import build_extra_hooks, checkpoint_save_callback
+from .resume_hooks import DeterministicStepHook, MetricHistoryHook
 from .freeze import count_parameters
 
 __all__ = [
@@ -321,7 +322,7 @@ def do_train(cfg, resume: bool = False):
     if ema is not None:
         checkpointables["ema_state"] = ema
     checkpointer = build_checkpointer(model, cfg.train.output_dir, **checkpointables)
-    checkpointer.before_replace = save_fault_callback()  # None unless L2G_FAULT_KILL_DURING_SAVE is set
+    checkpointer.before_replace = checkpoint_save_callback()  # registered callbacks (extensions.py), or None
 
     clip = _get(cfg, "train.clip_grad", None)
     clip_hook = None
@@ -345,7 +346,7 @@ def do_train(cfg, resume: bool = False):
         if _get(cfg, "train.eval_period", 0) >= 0 else None,
         hooks.PeriodicWriter(build_writers(cfg), period=_get(cfg, "train.log_period", 20))
         if comm.is_main_process() else None,
-        build_fault_hook(model),  # None unless an L2G_FAULT_* variable is set (faults.py); runs last
+        *build_extra_hooks(model),  # registered through local2global.engine.extensions; run last
     ])
 
     checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=resume)

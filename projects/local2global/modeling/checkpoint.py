@@ -121,7 +121,7 @@ class Local2GlobalCheckpointer(DetectionCheckpointer):
     Saving is atomic: the checkpoint and ``last_checkpoint`` are written to temporary files and moved into
     place with ``os.replace``, so a process killed while saving leaves the previous checkpoint and
     ``last_checkpoint`` as they were (``before_replace``, if set, is called with the temporary file's path
-    just before the move: the fault-injection hook of the tests).
+    just before the move: the callbacks of :mod:`local2global.engine.extensions`).
 
     Loading a checkpoint of another architecture fails loudly (:class:`CheckpointMismatchError`) when no
     model parameter can be loaded from it, or when more than half of the parameters it shares by name with
@@ -150,7 +150,7 @@ class Local2GlobalCheckpointer(DetectionCheckpointer):
         self._check_architecture(incompatible, model_keys, ckpt_keys)
         return incompatible
 
-    #: called with the temporary file of every save before it replaces the checkpoint (fault injection)
+    #: called with the temporary file of every save before it replaces the checkpoint (extension callbacks)
     before_replace: Optional[Callable[[str], None]] = None
 
     def _check_architecture(self, incompatible, model_keys, ckpt_keys) -> None:

@@ -27,7 +27,7 @@ merged per class). Evaluation: VPQ / STQ equal to the official scripts (``VPSEva
 from detectron2.config import LazyCall as L
 
 from local2global.data.vipseg_categories import VIPSEG_NUM_CLASSES, vipseg_metadata
-from local2global.modeling.panoptic_postprocess import PanopticVideoPostprocessor
+from local2global.modeling.postprocessing.video_panoptic import PanopticVideoPostprocessor
 
 from .common.data.vipseg import dataloader
 from .common.optim import optimizer

@@ -18,7 +18,7 @@ from detectron2.config import LazyCall as L
 from detectron2.data import transforms as T
 
 from local2global.data.synthetic_vps import SYNTHETIC_VPS_CATEGORIES
-from local2global.modeling.panoptic_postprocess import PanopticVideoPostprocessor
+from local2global.modeling.postprocessing.video_panoptic import PanopticVideoPostprocessor
 
 from .local2global_tiny_vipseg import dataloader, lr_multiplier, model, optimizer, train
 

@@ -13,7 +13,7 @@ from detectron2.data import transforms as T
 
 import local2global.engine.device  # noqa: F401  (registers the ${l2g_device:} resolver)
 from local2global.data.vipseg_categories import VIPSEG_NUM_CLASSES, vipseg_metadata
-from local2global.modeling.panoptic_postprocess import PanopticVideoPostprocessor
+from local2global.modeling.postprocessing.video_panoptic import PanopticVideoPostprocessor
 
 from .common.data.vipseg import dataloader
 from .common.optim import optimizer

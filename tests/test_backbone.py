@@ -4,7 +4,7 @@ import pytest
 import torch
 from detectron2.modeling.backbone import BasicStem, ResNet
 
-from local2global.modeling.backbone import make_resnet_stages
+from local2global.modeling.segmenter.backbone import make_resnet_stages
 
 pytestmark = pytest.mark.timeout(60)
 

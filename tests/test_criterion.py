@@ -6,15 +6,15 @@ import re
 import pytest
 import torch
 
-from local2global.modeling.criterion import (
+from local2global.modeling.criteria.set_criterion import (
     SetCriterion,
     build_weight_dict,
     dice_loss,
     sigmoid_ce_loss,
     sigmoid_focal_loss,
 )
-from local2global.modeling.matcher import HungarianMatcher, focal_class_cost, generalized_box_iou
-from local2global.modeling.point_sampling import (
+from local2global.modeling.criteria.matcher import HungarianMatcher, focal_class_cost, generalized_box_iou
+from local2global.layers.point_sampling import (
     calculate_uncertainty,
     get_uncertain_point_coords_with_randomness,
     point_sample,

@@ -6,9 +6,9 @@ import math
 import pytest
 import torch
 
-from local2global.modeling.box_ops import box_sine_embedding, inverse_sigmoid, mask2box
-from local2global.modeling.decoder import MaskDINODecoder
-from local2global.modeling.denoising import dn_attention_mask, prepare_for_dn
+from local2global.layers.box_ops import box_sine_embedding, inverse_sigmoid, mask2box
+from local2global.modeling.segmenter.decoder import MaskDINODecoder
+from local2global.modeling.segmenter.denoising import dn_attention_mask, prepare_for_dn
 
 pytestmark = pytest.mark.timeout(240)
 

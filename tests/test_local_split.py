@@ -29,7 +29,7 @@ EXPECTED_TRAIN_SUB, EXPECTED_VAL_SUB = [1, 2, 4], [3]
 
 
 def _need_model_and_data():
-    pytest.importorskip("local2global.modeling.decoder", reason="the model code is not importable yet")
+    pytest.importorskip("local2global.modeling.segmenter.decoder", reason="the model code is not importable yet")
     pytest.importorskip("local2global.data.build", reason="the data code is not importable yet")
 
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from local2global.modeling.matcher import HungarianMatcher
+from local2global.modeling.criteria.matcher import HungarianMatcher
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from local2global.modeling import ms_deform_attn as msda
-from local2global.modeling.ms_deform_attn import (
+from local2global.layers.ms_deform_attn import (
     MultiScaleDeformableAttention,
     multi_scale_deformable_attn_fast,
     multi_scale_deformable_attn_pytorch,
@@ -527,8 +527,8 @@ def test_encoder_and_decoder_read_no_level_shape_back_from_the_device(monkeypatc
 
     from detectron2.layers import ShapeSpec
 
-    from local2global.modeling.decoder import MaskDINODecoder
-    from local2global.modeling.pixel_decoder import MaskDINOEncoder
+    from local2global.modeling.segmenter.decoder import MaskDINODecoder
+    from local2global.modeling.segmenter.pixel_decoder import MaskDINOEncoder
 
     cfg = json.loads((maskdino_reference_dir / "tiny_config.json").read_text())["resolved_config"]
     enc_kwargs = {k: v for k, v in cfg["sem_seg_head"]["pixel_decoder"].items() if k != "_target_"}

@@ -147,7 +147,7 @@ def test_deletion_is_an_error():
 
 
 def test_real_config_overrides():
-    pytest.importorskip("local2global.modeling.decoder")
+    pytest.importorskip("local2global.modeling.segmenter.decoder")
     pytest.importorskip("local2global.data.build")
     cfg = LazyConfig.load("configs/local2global_tiny_synthetic.py")
     apply_overrides_strict(cfg, ["model.tracker.aligner=null", "train.max_iter=5", "model.hidden_dim=32",

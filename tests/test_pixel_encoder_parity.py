@@ -11,9 +11,9 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling.backbone import BasicStem, ResNet
 
 from local2global.modeling import ms_deform_attn as msda
-from local2global.modeling.backbone import make_resnet_stages
-from local2global.modeling.pixel_decoder import MaskDINOEncoder
-from local2global.modeling.position_encoding import PositionEmbeddingSine
+from local2global.modeling.segmenter.backbone import make_resnet_stages
+from local2global.modeling.segmenter.pixel_decoder import MaskDINOEncoder
+from local2global.layers.position_encoding import PositionEmbeddingSine
 
 pytestmark = pytest.mark.timeout(240)
 logger = logging.getLogger(__name__)

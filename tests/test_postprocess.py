@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from pycocotools import mask as mask_utils
 
-from local2global.modeling.postprocess import VideoPostprocessor, encode_binary_masks, upsample_mask_logits
+from local2global.modeling.postprocessing.video_instances import VideoPostprocessor, encode_binary_masks, upsample_mask_logits
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -30,7 +30,7 @@ PHASE1_PREFIXES = ("tracker.aligner.", "tracker.global_query_embed.", "decoder.d
 
 
 def _need_model_and_data():
-    pytest.importorskip("local2global.modeling.decoder", reason="the model code is not importable yet")
+    pytest.importorskip("local2global.modeling.segmenter.decoder", reason="the model code is not importable yet")
     pytest.importorskip("local2global.data.build", reason="the data code is not importable yet")
 
 

@@ -109,7 +109,7 @@ def test_odd_annotations_load_and_map(odd_dataset):
 
 
 def test_odd_dataset_trains(odd_dataset):
-    pytest.importorskip("local2global.modeling.decoder")
+    pytest.importorskip("local2global.modeling.segmenter.decoder")
     from detectron2.config import LazyConfig, instantiate
 
     cfg = LazyConfig.load(str(REPO / "configs" / "local2global_tiny_synthetic.py"))

@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def model():
-    pytest.importorskip("local2global.modeling.decoder")
+    pytest.importorskip("local2global.modeling.segmenter.decoder")
     from detectron2.config import LazyConfig, instantiate
 
     cfg = LazyConfig.load(str(REPO / "configs" / "local2global_tiny_synthetic.py"))

@@ -44,7 +44,7 @@ SITECUSTOMIZE = textwrap.dedent('''
 
 @pytest.fixture(scope="module")
 def synthetic_root(tiny_synthetic_root):
-    pytest.importorskip("local2global.modeling.decoder")
+    pytest.importorskip("local2global.modeling.segmenter.decoder")
     return tiny_synthetic_root
 
 
@@ -134,7 +134,7 @@ def test_bad_config_file_fails_before_touching_the_output_folder(synthetic_root,
 
 # -------------------------------------------------------------------------------------------- checkpoints
 def test_checkpoint_of_another_architecture_is_reported(tmp_path, caplog):
-    pytest.importorskip("local2global.modeling.decoder")
+    pytest.importorskip("local2global.modeling.segmenter.decoder")
     from local2global.modeling.checkpoint import CheckpointMismatchError, Local2GlobalCheckpointer
 
     model = tiny_model()

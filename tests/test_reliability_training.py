@@ -27,7 +27,7 @@ NONDETERMINISTIC = {"time", "data_time", "rank_data_time", "eta_seconds"}
 
 @pytest.fixture(scope="module")
 def synthetic_root(tiny_synthetic_root):
-    pytest.importorskip("local2global.modeling.decoder")
+    pytest.importorskip("local2global.modeling.segmenter.decoder")
     return tiny_synthetic_root
 
 

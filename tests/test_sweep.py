@@ -89,7 +89,7 @@ def test_finished_marker_and_final_metrics(sweep, tmp_path):
 
 
 def test_main_skips_finished_runs_and_reports(sweep, tmp_path, monkeypatch):
-    pytest.importorskip("local2global.modeling.decoder")
+    pytest.importorskip("local2global.modeling.segmenter.decoder")
     pytest.importorskip("local2global.data.build")
     out = tmp_path / "sw"
     fake_run(out / "dim_feedforward-64", 31.25)
@@ -116,7 +116,7 @@ def test_main_skips_finished_runs_and_reports(sweep, tmp_path, monkeypatch):
 
 
 def test_main_rejects_bad_override_before_running(sweep, tmp_path, monkeypatch):
-    pytest.importorskip("local2global.modeling.decoder")
+    pytest.importorskip("local2global.modeling.segmenter.decoder")
     pytest.importorskip("local2global.data.build")
     monkeypatch.setattr(sweep, "run_one", lambda *a: pytest.fail("must not run"))
     with pytest.raises(SystemExit, match="dim_feedfoward"):
@@ -126,7 +126,7 @@ def test_main_rejects_bad_override_before_running(sweep, tmp_path, monkeypatch):
 
 def test_config_file_rows_and_training_free_rows_are_evaluated_only(sweep, tmp_path, monkeypatch):
     """--configs: one row per file; a training-free config (train.eval_only=True: MinVIS) runs --eval-only."""
-    pytest.importorskip("local2global.modeling.decoder")
+    pytest.importorskip("local2global.modeling.segmenter.decoder")
     out = tmp_path / "trackers"
     calls = []
 
@@ -154,7 +154,7 @@ def test_config_file_rows_and_training_free_rows_are_evaluated_only(sweep, tmp_p
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_real_two_run_grid_on_the_tiny_config(sweep, tmp_path, monkeypatch, tiny_synthetic_root):
-    pytest.importorskip("local2global.modeling.decoder")
+    pytest.importorskip("local2global.modeling.segmenter.decoder")
     pytest.importorskip("local2global.data.build")
     monkeypatch.setenv("L2G_SYNTHETIC_ROOT", str(tiny_synthetic_root))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
@@ -177,7 +177,7 @@ def test_real_two_run_grid_on_the_tiny_config(sweep, tmp_path, monkeypatch, tiny
 @pytest.mark.timeout(900)
 def test_real_tracker_table_whose_rows_are_config_files(sweep, tmp_path, monkeypatch, tiny_synthetic_root):
     """A tracker table on the tiny synthetic data: MinVIS (training-free: evaluated) and two trained trackers."""
-    pytest.importorskip("local2global.modeling.decoder")
+    pytest.importorskip("local2global.modeling.segmenter.decoder")
     monkeypatch.setenv("L2G_SYNTHETIC_ROOT", str(tiny_synthetic_root))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     out = tmp_path / "trackers"

@@ -20,7 +20,7 @@ SMALL = ["train.device=cpu", "dataloader.train.total_batch_size=1", "train.log_p
 
 
 def _need_model_and_data():
-    pytest.importorskip("local2global.modeling.decoder", reason="the model code is not importable yet")
+    pytest.importorskip("local2global.modeling.segmenter.decoder", reason="the model code is not importable yet")
     pytest.importorskip("local2global.data.build", reason="the data code is not importable yet")
 
 

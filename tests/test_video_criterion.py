@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from local2global.modeling.criterion import SetCriterion
-from local2global.modeling.matcher import HungarianMatcher
-from local2global.modeling.video_criterion import VideoSetCriterion, sample_supervised_frames
+from local2global.modeling.criteria.set_criterion import SetCriterion
+from local2global.modeling.criteria.matcher import HungarianMatcher
+from local2global.modeling.criteria.video_criterion import VideoSetCriterion, sample_supervised_frames
 
 pytestmark = pytest.mark.timeout(60)
 

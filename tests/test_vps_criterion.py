@@ -5,9 +5,9 @@ Instance targets (no ``is_thing`` key) must give exactly the previous numbers; `
 
 import torch
 
-from local2global.modeling.criterion import SetCriterion
-from local2global.modeling.matcher import HungarianMatcher, neutralize_stuff_columns
-from local2global.modeling.video_criterion import VideoSetCriterion
+from local2global.modeling.criteria.set_criterion import SetCriterion
+from local2global.modeling.criteria.matcher import HungarianMatcher, neutralize_stuff_columns
+from local2global.modeling.criteria.video_criterion import VideoSetCriterion
 
 B, T, N, C, H, W = 2, 3, 6, 5, 8, 12
 

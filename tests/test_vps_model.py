@@ -18,7 +18,7 @@ from local2global.data.vipseg_convert import convert_vipseg_to_720p
 from local2global.data.vps_mapper import VideoPanopticClipMapper
 from local2global.evaluation.vps.evaluator import write_vps_predictions
 from local2global.modeling.checkpoint import DETREX_PREFIX_MAP, Local2GlobalCheckpointer
-from local2global.modeling.panoptic_postprocess import DEFAULT_STUFF_ID_OFFSET, PanopticVideoPostprocessor
+from local2global.modeling.postprocessing.video_panoptic import DEFAULT_STUFF_ID_OFFSET, PanopticVideoPostprocessor
 from script_runner import run_script
 from test_data_vipseg import write_raw_vipseg
 

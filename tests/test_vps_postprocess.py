@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from local2global.modeling.panoptic_postprocess import (
+from local2global.modeling.postprocessing.video_panoptic import (
     DEFAULT_STUFF_ID_OFFSET,
     PanopticVideoPostprocessor,
     merge_panoptic_frame,
@@ -178,7 +178,7 @@ def _loop_oracle(logits, mask_probs, is_thing, offset=DEFAULT_STUFF_ID_OFFSET):
 
 
 def test_merge_equals_a_per_slot_loop_on_random_frames():
-    from local2global.modeling.postprocess import upsample_mask_logits
+    from local2global.modeling.postprocessing.video_instances import upsample_mask_logits
 
     table = torch.tensor([False, True, True])
     nontrivial = 0

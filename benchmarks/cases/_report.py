@@ -83,7 +83,7 @@ def _findings() -> str:
                        f"frames would hold about {2000 * per_frame / 2 ** 20:.0f} MiB of RLE strings. The tiny model "
                        "(N = 20) stays within the 10% target up to 2000 frames. Random weights give noisy masks and "
                        "long RLEs, so a trained model's figure is smaller, but it still grows linearly (these R-50 runs "
-                       "predate the fix). **Fixed** in `local2global/modeling/postprocess.py` (`FrameRLEStore`): each "
+                       "predate the fix). **Fixed** in `local2global/modeling/postprocessing/video_instances.py` (`FrameRLEStore`): each "
                        "frame's RLEs are appended to a temporary file and only the selected slots are read back in "
                        "`finalize` (exact; pruning slots by score is not exact online because the video length is "
                        "unknown); before/after in the `rle-spill` section. R-50 at 1000/2000 frames was not "

@@ -156,7 +156,7 @@ def case_breakdown(quick: bool) -> dict:
 
 
 def measure_breakdown(model_name: str, h: int, w: int, repeats: int, mm_repeats: int) -> dict:
-    from local2global.modeling.box_ops import inverse_sigmoid, mask2box
+    from local2global.layers.box_ops import inverse_sigmoid, mask2box
 
     model = build_model(model_name)
     mm_before = matmul_flops(repeats=mm_repeats)

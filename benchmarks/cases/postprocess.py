@@ -51,7 +51,7 @@ def _frames(kind: str, num_frames: int, seed: int = 0) -> List:
 
 
 def _run(frames, output, deferred: bool) -> Dict:
-    from local2global.modeling.postprocess import VideoPostprocessor
+    from local2global.modeling.postprocessing.video_instances import VideoPostprocessor
 
     pp = VideoPostprocessor(test_topk=TOPK, deferred=deferred)
     updates = []

@@ -2,7 +2,7 @@
 
 The video-level result needs every slot's RLE of every frame until the video ends (the final top-k slots are
 only known then), which made peak memory grow linearly with the video length at N = 300 (the ``scaling``
-finding). :class:`local2global.modeling.postprocess.FrameRLEStore` now appends each frame to a temporary file
+finding). :class:`local2global.modeling.postprocessing.video_instances.FrameRLEStore` now appends each frame to a temporary file
 and reads back only the selected slots. This case measures peak RSS of whole-video inference
 (``Local2Global.inference_video``, RLE outputs included) with the tiny model at N = 300 queries, 180×320, for
 two video lengths, with the store in memory (``spill_rles=False``, the old behaviour) and spilled (default),

@@ -19,15 +19,15 @@ from detectron2.config import LazyCall as L
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.backbone import BasicStem, ResNet
 
-from local2global.modeling.criterion import SetCriterion
-from local2global.modeling.decoder import MaskDINODecoder
-from local2global.modeling.matcher import HungarianMatcher
+from local2global.modeling.criteria.set_criterion import SetCriterion
+from local2global.modeling.segmenter.decoder import MaskDINODecoder
+from local2global.modeling.criteria.matcher import HungarianMatcher
 from local2global.modeling.meta_arch import Local2Global
-from local2global.modeling.pixel_decoder import MaskDINOEncoder
-from local2global.modeling.postprocess import VideoPostprocessor
-from local2global.modeling.query_selection import TopKQuerySelector
+from local2global.modeling.segmenter.pixel_decoder import MaskDINOEncoder
+from local2global.modeling.postprocessing.video_instances import VideoPostprocessor
+from local2global.modeling.segmenter.query_selection import TopKQuerySelector
 from local2global.modeling.trackers import L2GAligner, Local2GlobalTracker
-from local2global.modeling.video_criterion import VideoSetCriterion
+from local2global.modeling.criteria.video_criterion import VideoSetCriterion
 
 model = L(Local2Global)(
     num_classes=80,

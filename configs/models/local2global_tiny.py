@@ -9,7 +9,7 @@ aligner of 2 layers, and dense (every-pixel) mask losses, which are cheaper than
 from detectron2.config import LazyCall as L
 from detectron2.layers import ShapeSpec
 
-from local2global.modeling.backbone import make_resnet_stages
+from local2global.modeling.segmenter.backbone import make_resnet_stages
 
 from .local2global_r50 import model
 

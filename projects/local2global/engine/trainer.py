@@ -18,7 +18,7 @@ here when a config lacks them (:data:`AMP_DEFAULTS`):
   :func:`~local2global.engine.device.configure_tf32`). Independent of ``enabled``.
 
 What stays fp32 under autocast, whatever the precision: the pixel encoder (``MaskDINOEncoder.forward_features``:
-the deformable encoder and the FPN), every :class:`~local2global.modeling.ms_deform_attn.MultiScaleDeformableAttention`
+the deformable encoder and the FPN), every :class:`~local2global.layers.ms_deform_attn.MultiScaleDeformableAttention`
 (also the decoder's cross-attention; deformable sampling in half precision loses the sub-pixel offsets), each
 decoder layer (detrex's ``@autocast(enabled=False)``), and the matcher's mask costs; the backbone, the aligner,
 the heads and the losses run in the autocast dtype.

@@ -28,7 +28,7 @@ from detectron2.config import instantiate
 from detectron2.data import transforms as T
 
 from local2global.modeling.checkpoint import Local2GlobalCheckpointer
-from local2global.modeling.postprocess import FrameInstances
+from local2global.modeling.postprocessing.video_instances import FrameInstances
 
 __all__ = ["VideoPredictor", "to_rgb_uint8"]
 

@@ -49,8 +49,8 @@ from detectron2.data import transforms as T
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
-from local2global.modeling.box_ops import mask2box
-from local2global.modeling.postprocess import FrameInstances
+from local2global.layers.box_ops import mask2box
+from local2global.modeling.postprocessing.video_instances import FrameInstances
 
 __all__ = ["MultiScaleTTA", "TTAState", "resize_frame", "resample_to_grid", "tta_match_cost", "parse_scales"]
 

@@ -12,7 +12,7 @@ from typing import Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from local2global.modeling.postprocess import FrameInstances
+from local2global.modeling.postprocessing.video_instances import FrameInstances
 
 __all__ = ["track_color", "draw_frame_instances"]
 

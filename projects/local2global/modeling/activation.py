@@ -1,19 +1,10 @@
-"""The FFN non-linearity of the transformer layers (encoder, decoder, aligner), chosen by name as in detrex."""
+"""Moved to :mod:`local2global.layers.activation`; this import path stays valid (the same module object).
 
-from __future__ import annotations
+Configs, checkpoints' ``config.yaml`` and code that import ``local2global.modeling.activation`` keep working.
+"""
 
-from typing import Callable
+import sys
 
-import torch.nn.functional as F
-from torch import Tensor
+from local2global.layers import activation as _module
 
-__all__ = ["get_activation"]
-
-_ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu, "glu": F.glu, "selu": F.selu}
-
-
-def get_activation(name: str) -> Callable[[Tensor], Tensor]:
-    """``"relu" | "gelu" | "glu" | "selu"`` -> the functional; anything else is an error naming the choices."""
-    if name not in _ACTIVATIONS:
-        raise ValueError(f"unknown activation {name!r}; expected one of {sorted(_ACTIVATIONS)}")
-    return _ACTIVATIONS[name]
+sys.modules[__name__] = _module

@@ -27,15 +27,20 @@ from __future__ import annotations
 import logging
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
-import torch
 from detectron2.structures import ImageList
+import torch
 from torch import Tensor, nn
 
-from .box_ops import box_xyxy_to_cxcywh, inverse_sigmoid, mask2box
-from .checkpoint import register_detrex_key_mapping
-from .postprocess import FrameInstances, VideoPostprocessor
-from .trackers.base import FrameContext, Tracker
-from .trackers.local2global import FIRST_FRAME_MODES, GLOBAL_POS_MODES, Local2GlobalTracker, TrackState
+from local2global.layers.box_ops import box_xyxy_to_cxcywh, inverse_sigmoid, mask2box
+from local2global.modeling.checkpoint import register_detrex_key_mapping
+from local2global.modeling.postprocessing.video_instances import FrameInstances, VideoPostprocessor
+from local2global.modeling.trackers.base import FrameContext, Tracker
+from local2global.modeling.trackers.local2global import (
+    FIRST_FRAME_MODES,
+    GLOBAL_POS_MODES,
+    Local2GlobalTracker,
+    TrackState,
+)
 
 __all__ = ["Local2Global", "TrackState", "FIRST_FRAME_MODES", "GLOBAL_POS_MODES"]
 
@@ -65,13 +70,13 @@ class Local2Global(nn.Module):
 
     Args:
         backbone: detectron2 ``Backbone`` returning ``res2..res5``.
-        pixel_decoder: :class:`~local2global.modeling.pixel_decoder.MaskDINOEncoder` (or compatible).
-        decoder: :class:`~local2global.modeling.decoder.MaskDINODecoder` (or compatible step API).
+        pixel_decoder: :class:`~local2global.modeling.segmenter.pixel_decoder.MaskDINOEncoder` (or compatible).
+        decoder: :class:`~local2global.modeling.segmenter.decoder.MaskDINODecoder` (or compatible step API).
         tracker: a :class:`~local2global.modeling.trackers.base.Tracker`; ``None`` builds the plain-propagation
             :class:`~local2global.modeling.trackers.local2global.Local2GlobalTracker` (no aligner).
-        criterion: :class:`~local2global.modeling.video_criterion.VideoSetCriterion`; returns weighted losses.
+        criterion: :class:`~local2global.modeling.criteria.video_criterion.VideoSetCriterion`; returns weighted losses.
         query_selector: picks the top-K local queries; ``None`` uses the decoder's own selector.
-        postprocessor: :class:`~local2global.modeling.postprocess.VideoPostprocessor` (test top-k etc.).
+        postprocessor: :class:`~local2global.modeling.postprocessing.video_instances.VideoPostprocessor` (test top-k etc.).
         num_queries: ``N`` global slots (must equal the decoder's number of queries).
         num_classes / hidden_dim: optional; checked against the decoder (configs interpolate the decoder's
             values from these, so one override changes every module).

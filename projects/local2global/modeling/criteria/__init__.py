@@ -1,4 +1,4 @@
-"""Clip-level loss terms that plug into :class:`~local2global.modeling.video_criterion.VideoSetCriterion`.
+"""Clip-level loss terms that plug into :class:`~local2global.modeling.criteria.video_criterion.VideoSetCriterion`.
 
 Each term is a module called as ``term(outputs_per_frame, targets, assignment)`` (the criterion's
 ``extra_terms``) with the frame outputs, the targets the criterion used (on the prediction grid in dense mode)

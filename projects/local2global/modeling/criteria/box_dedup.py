@@ -29,7 +29,7 @@ from typing import Dict, List, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..matcher import box_cxcywh_to_xyxy
+from local2global.layers.box_ops import box_cxcywh_to_xyxy
 
 __all__ = ["BoxDedupLoss", "box_dedup_per_gt", "box_iou_cxcywh", "DEDUP_BETA", "DEDUP_TOPK", "DEDUP_WEIGHT"]
 

@@ -19,7 +19,7 @@ Readings:
   (the pairs of the other frames whose track is absent would have empty targets; IFR's annotations have none);
 * **points**: PointRend importance sampling on the cross-frame logits (``num_points``, ``oversample_ratio``,
   ``importance_sample_ratio``, the configs interpolate the set criterion's) or, with ``num_points=None``, the
-  dense mode of :class:`~local2global.modeling.criterion.SetCriterion` (every pixel of the grid against the
+  dense mode of :class:`~local2global.modeling.criteria.set_criterion.SetCriterion` (every pixel of the grid against the
   bilinearly resized targets);
 * **normalisation** as the main mask loss: per pair, mean-over-points BCE and ``1 - dice``, summed over the
   (t1, t2, pair) terms and divided by the criterion's ``num_masks``; weights ``lambda_e * mask_weight`` and
@@ -36,13 +36,14 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from ..criterion import dice_loss, sigmoid_ce_loss
-from ..point_sampling import (
+from local2global.layers.point_sampling import (
     calculate_uncertainty,
     get_uncertain_point_coords_with_randomness,
     point_sample,
     resize_masks_to_grid,
 )
+
+from .set_criterion import dice_loss, sigmoid_ce_loss
 
 __all__ = ["CrossFrameMaskLoss", "mask_bce_dice", "IFR_LAMBDA_E"]
 

@@ -11,10 +11,10 @@ tracker                    family        what it is
 """
 
 from .base import TRACKER_FAMILIES, DecoderQueries, FrameContext, Tracker, image_mode_queries, state_nbytes
-from .l2g_aligner import L2GAligner, L2GAlignerLayer
-from .local2global import FIRST_FRAME_MODES, GLOBAL_POS_MODES, Local2GlobalTracker, TrackState
 from .dvis import DVISState, DVISTracker
 from .inspro import InsProState, InsProTracker
+from .l2g_aligner import L2GAligner, L2GAlignerLayer
+from .local2global import FIRST_FRAME_MODES, GLOBAL_POS_MODES, Local2GlobalTracker, TrackState
 from .minvis import AssociationState, MinVISTracker
 
 __all__ = [

@@ -36,8 +36,8 @@ from typing import Any, ClassVar, Dict, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from ..box_ops import mask2box
-from ..query_selection import SelectedQueries
+from local2global.layers.box_ops import mask2box
+from local2global.modeling.segmenter.query_selection import SelectedQueries
 
 __all__ = ["Tracker", "FrameContext", "DecoderQueries", "TRACKER_FAMILIES", "state_nbytes", "image_mode_queries",
            "decoder_mask_embeddings", "frame_boxes"]
@@ -50,9 +50,9 @@ class FrameContext:
     """What the shared segmenter computed for one frame before its decoder runs.
 
     Attributes:
-        decoder: the meta-architecture's :class:`~local2global.modeling.decoder.MaskDINODecoder` (its
+        decoder: the meta-architecture's :class:`~local2global.modeling.segmenter.decoder.MaskDINODecoder` (its
             ``query_pos`` embeds boxes, its ``predict`` applies the shared heads).
-        bundle: the frame's decoder memory (:class:`~local2global.modeling.decoder.MemoryBundle`).
+        bundle: the frame's decoder memory (:class:`~local2global.modeling.segmenter.decoder.MemoryBundle`).
         mask_features: ``(B, D, H/4, W/4)``.
         selected: the top-K local queries of this frame (``queries (B, K, D)`` detached, ``coords_unsig``), or
             ``None`` when the tracker did not ask for them (:meth:`Tracker.needs_local_queries`).
@@ -147,7 +147,7 @@ class Tracker(nn.Module):
             state: the state of frame t-1 (``None`` at the first frame).
             ctx: this frame's :class:`FrameContext`.
             queries: what :meth:`decoder_input` returned (after the denoising queries were split off).
-            decoded: the decoder's :class:`~local2global.modeling.decoder.DecoderOutput`.
+            decoded: the decoder's :class:`~local2global.modeling.segmenter.decoder.DecoderOutput`.
 
         Returns:
             ``(state_t, outputs)``; ``outputs`` is MaskDINO's prediction dict (``pred_logits (B, N, C)``,

@@ -39,7 +39,7 @@ Choices and differences from the official code (each stated where it is made):
 * **Guided matching** (paper Eq. 3): while ``iteration < guided_matching_iters`` the training output carries
   ``match_outputs``, the frozen segmenter's final predictions re-ordered by the same permutation as the tracker's
   initial queries (DVIS's ``reset_image_output_order``), and the criterion matches on them
-  (:class:`~local2global.modeling.video_criterion.VideoSetCriterion`); afterwards on the tracker's own final
+  (:class:`~local2global.modeling.criteria.video_criterion.VideoSetCriterion`); afterwards on the tracker's own final
   predictions. The iteration is detectron2's ``get_event_storage().iter`` (DVIS counts its forward calls); outside
   a trainer (no event storage) it is taken as 0, i.e. guided when ``guided_matching_iters > 0``. The recipes set
   ``guided_matching_iters`` to half of ``train.max_iter`` (DVIS: ``iter < max_iter // 2``). DVIS matches each
@@ -63,18 +63,19 @@ video, flat over the video.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 import logging
 import math
-from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
+import torch
 from torch import Tensor, nn
+import torch.nn.functional as F
 
-from ..deformable_decoder import MLP
+from local2global.modeling.segmenter.deformable_decoder import MLP
+
 from .base import DecoderQueries, FrameContext, Tracker, frame_boxes, image_mode_queries
 
 __all__ = ["DVISTracker", "DVISState", "ReferringBlock", "ReferringCrossAttention", "QUERY_NOISE_MODES",

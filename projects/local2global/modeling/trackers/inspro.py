@@ -49,7 +49,8 @@ from typing import Dict, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from ..box_ops import inverse_sigmoid
+from local2global.layers.box_ops import inverse_sigmoid
+
 from .base import DecoderQueries, FrameContext, Tracker, decoder_mask_embeddings, image_mode_queries
 
 __all__ = ["InsProTracker", "InsProState", "INSPRO_FIRST_FRAME_MODES", "INSPRO_BANK_SIZE"]

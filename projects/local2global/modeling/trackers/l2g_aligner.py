@@ -19,7 +19,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from ..activation import get_activation
+from local2global.layers.activation import get_activation
 
 __all__ = ["L2GAligner", "L2GAlignerLayer", "LOCAL_POS_MODES"]
 

@@ -25,7 +25,8 @@ from typing import Dict, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from ..box_ops import inverse_sigmoid
+from local2global.layers.box_ops import inverse_sigmoid
+
 from .base import DecoderQueries, FrameContext, Tracker, decoder_mask_embeddings, frame_boxes, image_mode_queries
 
 __all__ = ["Local2GlobalTracker", "TrackState", "FIRST_FRAME_MODES", "GLOBAL_POS_MODES"]

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
+import torch
 from torch import Tensor
+import torch.nn.functional as F
 
 from .base import DecoderQueries, FrameContext, Tracker, decoder_mask_embeddings, image_mode_queries
 

@@ -22,7 +22,8 @@ Test sample (:class:`VideoTestDatasetMapper`)::
 
     {"video_id", "height", "width", "length", "file_names", "frames": LazyVideoFrames}
 
-where iterating ``frames`` reads and resizes one frame at a time (uint8 ``(3, H, W)`` tensors).
+where iterating ``frames`` reads and resizes one frame at a time (uint8 ``(3, H, W)`` tensors), by default two
+frames ahead in a background thread (``prefetch_frames``), so decoding overlaps the model.
 
 Random numbers: by default the mappers draw from numpy's global generator, as detectron2's mappers and
 augmentations do (detectron2 seeds it per data-loader worker). Pass ``rng`` (a ``numpy.random.Generator``)
@@ -43,6 +44,8 @@ from pycocotools import mask as mask_utils
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.structures import BitMasks, Boxes, Instances
+
+from .prefetch import prefetch
 
 logger = logging.getLogger(__name__)
 
@@ -326,20 +329,26 @@ class LazyVideoFrames:
         image_format: ``"RGB"`` or ``"BGR"``.
         video_id: for error messages.
         expected_hw: the video's ``(height, width)``; frames of another size raise :class:`FrameReadError`.
+        prefetch_frames: frames decoded ahead in a background thread while the model runs on the current one
+            (:func:`~local2global.data.prefetch.prefetch`); ``0`` reads every frame on the iterating thread.
     """
 
     def __init__(self, file_names: Sequence[str], augmentations: T.AugmentationList, image_format: str,
-                 video_id, expected_hw: Optional[Sequence[int]] = None):
+                 video_id, expected_hw: Optional[Sequence[int]] = None, prefetch_frames: int = 2):
         self.file_names = list(file_names)
         self.augmentations = augmentations
         self.image_format = image_format
         self.video_id = video_id
         self.expected_hw = expected_hw
+        self.prefetch_frames = int(prefetch_frames)
 
     def __len__(self) -> int:
         return len(self.file_names)
 
     def __iter__(self) -> Iterator[torch.Tensor]:
+        return prefetch(self._read_all(), self.prefetch_frames, name=f"frames-{self.video_id}")
+
+    def _read_all(self) -> Iterator[torch.Tensor]:
         transforms = None
         for file_name in self.file_names:
             image = read_frame(file_name, self.image_format, self.video_id, self.expected_hw)
@@ -361,11 +370,16 @@ class VideoTestDatasetMapper:
     Args:
         augmentations: test-time augmentations (typically ``[ResizeShortestEdge(360, max_size)]``).
         image_format: ``"RGB"`` or ``"BGR"``.
+        prefetch_frames: frames of a video decoded ahead in a background thread (``0``: none; see
+            :class:`LazyVideoFrames`). A video is one loader item, so loader workers cannot overlap its decoding
+            with the model; this thread does.
     """
 
-    def __init__(self, augmentations: Sequence[T.Augmentation] = (), image_format: str = "RGB"):
+    def __init__(self, augmentations: Sequence[T.Augmentation] = (), image_format: str = "RGB",
+                 prefetch_frames: int = 2):
         self.augmentations = T.AugmentationList(list(augmentations))
         self.image_format = image_format
+        self.prefetch_frames = int(prefetch_frames)
 
     def __call__(self, dataset_dict: dict) -> dict:
         video_id = dataset_dict["video_id"]
@@ -380,5 +394,6 @@ class VideoTestDatasetMapper:
             "width": w0,
             "length": length,
             "file_names": file_names,
-            "frames": LazyVideoFrames(file_names, self.augmentations, self.image_format, video_id, (h0, w0)),
+            "frames": LazyVideoFrames(file_names, self.augmentations, self.image_format, video_id, (h0, w0),
+                                      self.prefetch_frames),
         }

@@ -32,6 +32,7 @@ from detectron2.config import LazyConfig
 from tqdm import tqdm
 
 from local2global.cli import BAD_FILE_EXIT_STATUS, debug_requested, prog_name
+from local2global.data.prefetch import prefetch
 from local2global.engine.overrides import apply_overrides_strict
 from local2global.inference.predictor import VideoPredictor
 from local2global.inference.visualize import draw_frame_instances
@@ -210,7 +211,9 @@ def main(argv=None) -> int:
     rendered: List[np.ndarray] = []
     scale = None
     mask_dir = out_dir / "masks"
-    for i, frame in enumerate(tqdm(iter_frames(inp), total=count_frames(inp), desc="frames", unit="frame")):
+    # frames are decoded two ahead in a background thread while the model runs (data/prefetch.py)
+    frames = prefetch(iter_frames(inp), depth=2, name="demo-frames")
+    for i, frame in enumerate(tqdm(frames, total=count_frames(inp), desc="frames", unit="frame")):
         inst = predictor(frame)
         if scale is None:
             scale = args.render_scale or max(1, -(-256 // min(frame.shape[:2])))

@@ -133,6 +133,23 @@ def test_two_processes_match_one_process(synthetic_root, reference, tmp_path):
     assert_same_weights(reference / "model_final.pth", out / "model_final.pth", atol=5e-3)
 
 
+def test_two_process_image_mode_warm_up_freezes_the_unused_tracker(synthetic_root, tmp_path):
+    """1-frame clips (the demo's and the tracking benchmark's warm-up) with the aligner present: its parameters
+    get no gradient, so DDP with find_unused_parameters=False would stop at the first step; the trainer freezes
+    them (engine/freeze.py) and the 2-process warm-up trains, leaving the tracker's weights as initialised."""
+    out = tmp_path / "ddp_warmup"
+    args = ["--num-gpus", "2"] + RUN + ["train.max_iter=4", "dataloader.train.mapper.num_frames=1",
+                                        f"train.output_dir={out}"]
+    proc = ok(train_net(args, synthetic_root))
+    assert "take no part and are frozen" in proc.stdout
+    assert sorted(loss_rows(out)) == [0, 1, 2, 3]
+    final = weights(out / "model_final.pth")["model"]
+    first = weights(out / "model_0000001.pth")["model"]
+    tracker = [k for k in final if k.startswith("tracker.")]
+    assert tracker and all(torch.equal(final[k], first[k]) for k in tracker)
+    assert any(not torch.equal(final[k], first[k]) for k in final if k.startswith("decoder."))
+
+
 @pytest.mark.parametrize("fault", [{"L2G_FAULT_RAISE_AT_ITER": "2"}, {"L2G_FAULT_KILL_AT_ITER": "1"}],
                          ids=["raises", "sigkill"])
 def test_crashed_worker_ends_the_job(synthetic_root, tmp_path, fault):

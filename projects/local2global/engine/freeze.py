@@ -15,7 +15,7 @@ from typing import Dict, Optional, Sequence, Tuple
 
 from torch import nn
 
-__all__ = ["matches_any", "apply_trainable_params", "count_parameters"]
+__all__ = ["matches_any", "apply_trainable_params", "count_parameters", "freeze_unused_in_image_mode"]
 
 logger = logging.getLogger(__name__)
 
@@ -71,3 +71,33 @@ def apply_trainable_params(model: nn.Module, patterns: Optional[Sequence[str]]) 
         "" if patterns is None else f" (train.trainable_params={list(patterns)})",
     )
     return {n: p.requires_grad for n, p in named}
+
+
+def freeze_unused_in_image_mode(model: nn.Module, num_frames: Optional[int]) -> int:
+    """Freeze the tracker's parameters when training on 1-frame clips leaves all of them without a gradient.
+
+    On a 1-frame clip every frame is a video's first frame; a tracker whose parameters do not take part in it
+    (``tracker.first_frame_uses_parameters`` False: Local2Global's aligner and anchors with ``first_frame="image"``)
+    gets no gradient at all. Plain training does not mind (AdamW skips parameters without a gradient, so freezing
+    them changes no value), but DDP with ``find_unused_parameters=False`` (the default, and the faster setting)
+    stops at the first step with "Expected to have finished reduction in the prior iteration". Freezing them makes
+    image-mode warm-ups work on any number of GPUs.
+
+    Args:
+        model: the unwrapped model (before DDP and before the optimizer is built).
+        num_frames: frames per training clip (``dataloader.train.mapper.num_frames``; ``None``: unknown).
+
+    Returns:
+        the number of parameter elements frozen (0 when nothing was done).
+    """
+    tracker = getattr(model, "tracker", None)
+    if num_frames != 1 or tracker is None or getattr(tracker, "first_frame_uses_parameters", True):
+        return 0
+    params = [p for p in tracker.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    frozen = sum(p.numel() for p in params)
+    if frozen:
+        logger.info("1-frame clips (image mode): the tracker's %d parameters (%s) take no part and are frozen",
+                    frozen, type(tracker).__name__)
+    return frozen

@@ -53,7 +53,7 @@ from .device import configure_tf32, resolve_amp_dtype, resolve_device
 from .ema import EMAHook, EMAState
 from .extensions import build_extra_hooks, checkpoint_save_callback
 from .resume_hooks import DeterministicStepHook, MetricHistoryHook
-from .freeze import count_parameters
+from .freeze import count_parameters, freeze_unused_in_image_mode
 
 __all__ = [
     "L2GSimpleTrainer",
@@ -308,6 +308,8 @@ def do_train(cfg, resume: bool = False):
     """Train ``cfg.model`` as configured; returns the trainer (after training)."""
     _TRAINING_STARTED[0] = False
     model, device = _prepare_model(cfg)
+    # image-mode warm-ups: parameters the first frame does not use would break DDP (find_unused_parameters=False)
+    freeze_unused_in_image_mode(model, _get(cfg, "dataloader.train.mapper.num_frames", None))
     cfg.optimizer.params.model = model
     optimizer = instantiate(cfg.optimizer)
     trainable, total = count_parameters(model)

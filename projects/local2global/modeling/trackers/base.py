@@ -127,6 +127,16 @@ class Tracker(nn.Module):
     #: False: the segmenter is frozen (eval mode, no gradients) while this tracker trains.
     trains_segmenter: ClassVar[bool] = True
 
+    @property
+    def first_frame_uses_parameters(self) -> bool:
+        """Whether the tracker's own parameters take part in the first frame of a video (``state is None``).
+
+        When they do not, training on 1-frame clips (an image-mode warm-up) leaves every one of them without a
+        gradient, which DDP with ``find_unused_parameters=False`` rejects; the trainer then freezes them
+        (:func:`local2global.engine.freeze.freeze_unused_in_image_mode`). Conservative default: True.
+        """
+        return True
+
     def needs_local_queries(self, state: Any) -> bool:
         """Whether frame t needs the top-K local queries (the encoder's two-stage token head)."""
         return True

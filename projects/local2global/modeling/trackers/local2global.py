@@ -101,6 +101,11 @@ class Local2GlobalTracker(Tracker):
             self.anchor_boxes = None
 
     # ------------------------------------------------------------------ what the meta-architecture computes
+    @property
+    def first_frame_uses_parameters(self) -> bool:
+        # "image": frame 0 is MaskDINO's image mode, the aligner and anchors are first used at frame 1
+        return self.first_frame != "image"
+
     def needs_local_queries(self, state: Optional[TrackState]) -> bool:
         return state is None or self.aligner is not None
 

@@ -4,6 +4,7 @@ a missing config file; ``L2G_DEBUG=1`` shows the traceback instead.
 """
 
 import os
+import random
 
 import pytest
 import torch
@@ -26,10 +27,12 @@ def _files(tmp_path):
     torch.save({"model": model.state_dict()}, good)
     data = good.read_bytes()
     files = {
-        "random.pth": os.urandom(JUNK_BYTES),
+        "random.pth": random.Random(0).randbytes(JUNK_BYTES),  # seeded: the same junk on every run
         "notes.pth": b"hello, this is a text file\n",
         "truncated.pth": data[: len(data) // 2],
-        "random.pkl": os.urandom(JUNK_BYTES),
+        "random.pkl": random.Random(1).randbytes(JUNK_BYTES),
+        # a pickle whose first opcode asks for 2**40 bytes: MemoryError inside the unpickler (seen with random junk)
+        "huge.pkl": b"\x80\x04\x8e" + (1 << 40).to_bytes(8, "little") + bytes(64),
     }
     for name, content in files.items():
         (tmp_path / name).write_bytes(content)
@@ -42,6 +45,7 @@ def _files(tmp_path):
     ("notes.pth", "cannot be read: it is not a torch.save / detectron2 .pkl checkpoint"),
     ("truncated.pth", "PytorchStreamReader failed reading zip archive"),
     ("random.pkl", "cannot be read"),
+    ("huge.pkl", "asked for more memory than the machine has"),
     ("list.pth", "holds a list, not a state dict"),
     ("missing.pth", "does not exist"),
 ])

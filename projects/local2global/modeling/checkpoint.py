@@ -79,6 +79,18 @@ class CheckpointFileError(ValueError):
     """
 
 
+#: A checkpoint's unpickled objects are at most about this multiple of its file size (tensors are stored raw).
+_UNPICKLE_GROWTH = 4
+
+
+def _physical_memory() -> int:
+    """Bytes of physical memory (a large number where the platform does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 62
+
+
 #: Longest excerpt of the underlying exception's message quoted in a :class:`CheckpointFileError`.
 _MAX_CAUSE_CHARS = 200
 
@@ -202,7 +214,14 @@ class Local2GlobalCheckpointer(DetectionCheckpointer):
                 "or copy?)")
         try:
             loaded = super()._load_file(filename)
-        except (AssertionError, KeyboardInterrupt, MemoryError):
+        except MemoryError as e:
+            # A real checkpoint unpickles to about its file size; a file far smaller than this machine's memory
+            # that asks for more is corrupt (a random opcode requesting terabytes), not too large to load.
+            if size is None or size * _UNPICKLE_GROWTH > _physical_memory():
+                raise
+            raise CheckpointFileError(f"{where} cannot be read: unpickling it asked for more memory than the machine "
+                                      f"has, which a file of this size cannot hold; {hint}") from e
+        except (AssertionError, KeyboardInterrupt):
             raise
         except Exception as e:  # noqa: BLE001 - the unpicklers raise anything (KeyError, EOFError, RuntimeError, ...)
             raise CheckpointFileError(f"{where} cannot be read: {hint} ({_describe(e)})") from e

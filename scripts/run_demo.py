@@ -114,6 +114,15 @@ def _read_vps_metrics(run_dir: Path) -> Optional[Dict[str, float]]:
     return {k: float(v) for k, v in found.items()} if found else None
 
 
+#: Environment that pins the instruction set of every CPU kernel library torch uses (ATen's own vectorised
+#: kernels, oneDNN's convolutions, MKL's BLAS with conditional numerical reproducibility). Each library alone
+#: changes training from the first iteration when its ISA changes (measured: docs/EXPERIMENTS.md).
+CPU_ISA_ENV = {
+    "native": {},
+    "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "AVX2,STRICT",
+             "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
+}
+
 #: Per task: the recipe, the output folder, the two stages' iterations and how a run's figures are read.
 TASKS = {
     "vis": {"config": CONFIG, "output": "output/demo", "iters_image": 736, "iters_video": 234},
@@ -152,6 +161,10 @@ def main(argv=None) -> int:
     parser.add_argument("--frame-range", type=int, default=5,
                         help="clip frames are sampled within +-this many frames of a reference frame")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cpu-isa", choices=sorted(CPU_ISA_ENV), default="native",
+                        help="native: every CPU kernel library picks this CPU's best instruction set (the README's "
+                             "figures); avx2: ATen, oneDNN and MKL pinned to AVX2, for runs meant to agree across "
+                             "x86 machines (own default output folder; see docs/EXPERIMENTS.md)")
     parser.add_argument("--render-video", type=int, default=None, help="held-out video id to render (default: longest)")
     parser.add_argument("--skip-untrained", action="store_true", help="do not evaluate the untrained model")
     parser.add_argument("--render-score-threshold", type=float, default=0.3,
@@ -163,7 +176,8 @@ def main(argv=None) -> int:
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="extra config overrides for every stage")
     args = parser.parse_args(argv)
     task = TASKS[args.task]
-    args.output = args.output or task["output"]
+    # stages trained under different instruction sets must not be mixed in one (resumable) output folder
+    args.output = args.output or (task["output"] + ("" if args.cpu_isa == "native" else f"_{args.cpu_isa}"))
     args.config_file = args.config_file or str(task["config"])
     args.iters_image = task["iters_image"] if args.iters_image is None else args.iters_image
     args.iters_video = task["iters_video"] if args.iters_video is None else args.iters_video
@@ -181,6 +195,10 @@ def main(argv=None) -> int:
     # this project's 2-core VMs); keeping freed memory in the heap made the demo's steps 5-8% faster.
     env.setdefault("MALLOC_MMAP_THRESHOLD_", str(4 << 30))
     env.setdefault("MALLOC_TRIM_THRESHOLD_", str(64 << 30))
+    env.update(CPU_ISA_ENV[args.cpu_isa])
+    if args.cpu_isa != "native":
+        logger.info("CPU kernels pinned to %s: %s", args.cpu_isa,
+                    " ".join(f"{k}={v}" for k, v in CPU_ISA_ENV[args.cpu_isa].items()))
     py = sys.executable
     train_net = str(ROOT / "scripts" / "train_net.py")
     common = [f"train.seed={args.seed}", *args.opts]

@@ -67,8 +67,8 @@ def _findings() -> str:
                    f"the backbone {100 * t['backbone'] / tot:.0f}%, the decoder {100 * t['decoder'] / tot:.0f}%, "
                    f"post-processing {100 * t['post-processing'] / tot:.1f}%, the aligner "
                    f"{100 * t['aligner'] / tot:.1f}%. The encoder's deformable attention is the place for further "
-                   "speed-ups; post-processing keeps per frame only the stride-4 logits of slots that can reach the "
-                   "video's top-k and finishes the kept ones at the end (6.2% of a frame before that change).")
+                   "speed-ups; post-processing keeps per frame only the stride-4 logits of the slots whose mask can be "
+                   "non-empty and finishes the video's top-k at the end (6.2% of a frame before that change).")
     if sca:
         runs = sca["figures"]["lengths"].get("r50", [])
         if len(runs) >= 2:

@@ -170,6 +170,35 @@ def _flops_dispatch(module: nn.Module, inputs) -> Dict:
     return {"flops": float(counter.get_total_flops()), "uncounted_ops": {}, "counter": "torch FlopCounterMode"}
 
 
+#: Tensor methods that copy device data to the host (a host sync on a GPU), counted by :func:`count_host_syncs`.
+HOST_SYNC_METHODS = ("tolist", "item", "cpu", "numpy")
+
+
+def count_host_syncs(fn) -> Dict[str, int]:
+    """Calls of the :data:`HOST_SYNC_METHODS` of ``torch.Tensor`` made while ``fn()`` runs (Python-level calls;
+    implicit syncs such as ``bool(tensor)`` on a GPU are not seen)."""
+    counts = {name: 0 for name in HOST_SYNC_METHODS}
+    originals = {name: getattr(torch.Tensor, name) for name in HOST_SYNC_METHODS}
+
+    def wrap(name):
+        original = originals[name]
+
+        def counted(self, *args, **kwargs):
+            counts[name] += 1
+            return original(self, *args, **kwargs)
+
+        return counted
+
+    try:
+        for name in HOST_SYNC_METHODS:
+            setattr(torch.Tensor, name, wrap(name))
+        fn()
+    finally:
+        for name, original in originals.items():
+            setattr(torch.Tensor, name, original)
+    return counts
+
+
 @register("breakdown")
 def case_breakdown(quick: bool) -> dict:
     """Per-part time split and fvcore FLOPs of one R-50 frame (t > 0), vs this machine's matmul FLOP/s."""
@@ -224,6 +253,15 @@ def measure_breakdown(model_name: str, h: int, w: int, repeats: int, mm_repeats:
         model.postprocessor.reset()
         times["whole frame (process_frame)"] = median_time(lambda: model.process_frame(state, f1, size), repeats,
                                                            warmup=0)
+        # the same frame with the post-processing as it was before only the kept slots were finished (every slot
+        # upsampled to full resolution and RLE-encoded on every frame; same results)
+        model.postprocessor.deferred = False
+        model.postprocessor.reset()
+        times["whole frame, every slot post-processed"] = median_time(
+            lambda: model.process_frame(state, f1, size), repeats, warmup=1)
+        model.postprocessor.deferred = True
+        model.postprocessor.reset()
+        host_syncs = count_host_syncs(lambda: model.process_frame(state, f1, size))
         flops["backbone"] = _flops(_Backbone(model), (x,))
         flops["pixel encoder"] = _flops(_PixelEncoder(model), tuple(feats[k] for k in ("res2", "res3", "res4", "res5")))
         flops["query selection"] = _flops(qs, tuple(ms))
@@ -234,7 +272,8 @@ def measure_breakdown(model_name: str, h: int, w: int, repeats: int, mm_repeats:
     mm_after = matmul_flops(repeats=mm_repeats)
     mm = {"best": max(mm_before["best"], mm_after["best"]),
           "median": (mm_before["median"] + mm_after["median"]) / 2, "before": mm_before, "after": mm_after}
-    return {"model": model_name, "resolution": [h, w], "num_queries": model.num_queries, "repeats": repeats, "times_s": times, "flops": flops,
+    return {"model": model_name, "resolution": [h, w], "num_queries": model.num_queries, "repeats": repeats,
+            "times_s": times, "flops": flops, "host_syncs": host_syncs,
             "matmul_flops_per_s": mm, "threads": torch_threads, "load_avg_before": load_before,
             "load_avg_after": load_average()}
 
@@ -264,7 +303,18 @@ def render_breakdown(rec: dict) -> str:
                     f"| {p} | {t[p]:.3f} | {100 * t[p] / total:.1f}% | - | - | - | {unc} |")
     rows.append(f"| **sum of parts** | **{total:.3f}** | 100% | **{tot_flops / 1e9:.2f}** | "
                 f"{tot_flops / total / 1e9:.1f} | {100 * tot_flops / total / mm:.0f}% | |")
-    lines = rows + ["", f"* Whole frame (`process_frame`, same input): {t['whole frame (process_frame)']:.3f} s.",
+    before = t.get("whole frame, every slot post-processed")
+    syncs = f.get("host_syncs")
+    lines = rows + ["", f"* Whole frame (`process_frame`, same input): {t['whole frame (process_frame)']:.3f} s"
+                    + (f"; with every slot post-processed on every frame (the post-processing before it finished "
+                       f"only the kept slots, `deferred=False`, same results): {before:.3f} s" if before else "")
+                    + "."]
+    if syncs:
+        lines.append("* Host copies per frame (calls of `Tensor.tolist` / `.item` / `.cpu` / `.numpy` during "
+                     "`process_frame` of frame t > 0): " + ", ".join(f"{k} {v}" for k, v in syncs.items())
+                     + f" ({sum(syncs.values())} in all; before the level shapes were carried as Python ints: 20 "
+                     "`.tolist()` + 1 `.cpu()`, see the GPU-readiness notes).")
+    lines += [
                     f"* Dense float32 matmul (square 512/1024/2048, {f['threads']} thread(s)): **{mm / 1e9:.1f} GFLOP/s** "
                     f"best over sizes and runs (the ceiling used for the % column)"
                     + (f", {mm_rec['median'] / 1e9:.1f} GFLOP/s median" if isinstance(mm_rec, dict) else "") + ".",

@@ -4,6 +4,7 @@ import collections
 import copy
 import os
 import shutil
+import time
 
 import cv2
 import numpy as np
@@ -218,7 +219,8 @@ def test_test_mapper_loads_frames_lazily(dicts, monkeypatch):
         return real(file_name, *args, **kwargs)
 
     monkeypatch.setattr(clip_mapper, "read_frame", counting)
-    sample = VideoTestDatasetMapper([T.ResizeShortestEdge(64, max_size=1000)])(video)
+    # strictly lazy without read-ahead; the default prefetching stays within its bound (tests/test_prefetch.py)
+    sample = VideoTestDatasetMapper([T.ResizeShortestEdge(64, max_size=1000)], prefetch_frames=0)(video)
     assert set(sample) == {"video_id", "height", "width", "length", "file_names", "frames"}
     assert (sample["height"], sample["width"], sample["length"]) == (H, W, video["length"])
     assert len(sample["frames"]) == video["length"] and reads == []
@@ -231,6 +233,14 @@ def test_test_mapper_loads_frames_lazily(dicts, monkeypatch):
     np.testing.assert_array_equal(second.permute(1, 2, 0).numpy(), expected)
     rest = list(it)
     assert len(rest) == video["length"] - 2 and reads == video["file_names"]
+    reads.clear()
+    ahead = iter(VideoTestDatasetMapper([T.ResizeShortestEdge(64, max_size=1000)])(video)["frames"])
+    assert reads == []
+    next(ahead)
+    time.sleep(0.2)
+    # one consumed, two queued, one blocked on the full queue: never the whole video
+    assert reads == video["file_names"][:len(reads)] and 1 <= len(reads) <= 4 < video["length"]
+    ahead.close()
 
 
 def _video_copy(video, tmp_path):

@@ -48,9 +48,7 @@ import json
 import logging
 import math
 import os
-import shutil
-import tempfile
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import cv2
@@ -58,7 +56,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from local2global.data.categories import SYNTHETIC_VIS_CATEGORIES
-from local2global.evaluation.results_io import atomic_write_bytes
+from local2global.data import stamped_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -797,12 +795,7 @@ def _write_split(tmp_root: str, split: str, cfg: SyntheticVISConfig, split_seed:
 
 def read_stamp(root: str) -> Optional[dict]:
     """The completion stamp of ``root`` (``None`` if the dataset there is missing or incomplete)."""
-    path = os.path.join(root, STAMP_NAME)
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
+    return stamped_dataset.read_stamp(root, STAMP_NAME)
 
 
 def is_complete(root: str) -> bool:
@@ -831,41 +824,16 @@ def make_synthetic_vis(root: str, overwrite: bool = False, write_tags: bool = Tr
     cfg = SyntheticVISConfig(**kwargs)
     cfg.validate()
     root = os.path.abspath(os.fspath(root))
-    if os.path.exists(root) and not overwrite:
-        raise FileExistsError(f"synthetic dataset root {root!r} already exists (pass overwrite=True to replace it)")
-    parent = os.path.dirname(root)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(root)}.partial-", dir=parent)
-    try:
-        stats = {split: _write_split(tmp, split, cfg, i, write_tags=write_tags) for i, split in enumerate(SPLITS)}
-        stamp = {"generator_version": GENERATOR_VERSION, "config": cfg.stamp_config(), "stats": stats}
-        atomic_write_bytes(os.path.join(tmp, STAMP_NAME), json.dumps(stamp, sort_keys=True, indent=1).encode())
-        os.chmod(tmp, 0o755)
-        _move_into_place(tmp, root, overwrite)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    def write(tmp: str) -> dict:
+        return {split: _write_split(tmp, split, cfg, i, write_tags=write_tags) for i, split in enumerate(SPLITS)}
+
+    stamp = stamped_dataset.build_stamped_dataset(root, write, stamp_name=STAMP_NAME, version=GENERATOR_VERSION,
+                                                  config=cfg.stamp_config(), overwrite=overwrite,
+                                                  what="synthetic dataset")
+    stats = stamp["stats"]
     logger.info("wrote synthetic VIS dataset to %s: %s", root, stats)
     return stamp
-
-
-def _move_into_place(tmp: str, root: str, overwrite: bool) -> None:
-    """Rename the finished ``tmp`` folder to ``root`` (replacing an old one only when ``overwrite``)."""
-    if os.path.exists(root) and overwrite:
-        old = tempfile.mkdtemp(prefix=f".{os.path.basename(root)}.old-", dir=os.path.dirname(root))
-        os.rmdir(old)
-        os.rename(root, old)
-        os.rename(tmp, root)
-        shutil.rmtree(old, ignore_errors=True)
-        return
-    try:
-        if os.path.exists(root):
-            raise FileExistsError(root)
-        os.rename(tmp, root)
-    except OSError as e:  # another process finished first (rename onto a non-empty folder fails)
-        if os.path.exists(root):
-            raise FileExistsError(f"synthetic dataset root {root!r} appeared while generating") from e
-        raise
 
 
 def ensure_synthetic_vis(root: str, **kwargs) -> str:
@@ -883,30 +851,6 @@ def ensure_synthetic_vis(root: str, **kwargs) -> str:
         ValueError: ``root`` holds a complete dataset made with different parameters.
         FileExistsError: ``root`` exists but is not a synthetic dataset (it is never deleted).
     """
-    root = os.path.abspath(os.fspath(root))
-    wanted = asdict(SyntheticVISConfig(**kwargs))
-    if not is_complete(root):
-        if os.path.isdir(root) and not os.listdir(root):
-            os.rmdir(root)  # an empty folder (e.g. made by a user) is fine to replace
-        elif os.path.exists(root):
-            raise FileExistsError(
-                f"{root!r} exists but holds no complete synthetic dataset (no {STAMP_NAME}); "
-                "remove it or choose another root"
-            )
-        try:
-            make_synthetic_vis(root, **kwargs)
-            return root
-        except FileExistsError:
-            if not is_complete(root):  # someone else created something that is not a dataset
-                raise
-    have = (read_stamp(root) or {}).get("config", {})
-    # a field missing from the stamp (written before the field existed, or ``hard`` off) has its default value
-    defaults = {f.name: f.default for f in fields(SyntheticVISConfig)}
-    diff = {k: (have.get(k, defaults[k]), v) for k, v in wanted.items()
-            if k in kwargs and have.get(k, defaults[k]) != v}
-    if diff:
-        raise ValueError(
-            f"synthetic dataset at {root!r} was made with different parameters "
-            f"(existing, requested): {diff}; remove it or choose another root"
-        )
-    return root
+    return stamped_dataset.ensure_stamped_dataset(root, kwargs, config_cls=SyntheticVISConfig,
+                                                  make=make_synthetic_vis, is_complete=is_complete,
+                                                  stamp_name=STAMP_NAME, what="synthetic dataset")

@@ -43,20 +43,18 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import tempfile
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Dict, List, Optional, Tuple
 
 import cv2
 import numpy as np
 from PIL import Image
 
-from local2global.data.synthetic import _move_into_place, _Object  # the VIS generator's objects and atomic rename
+from local2global.data import stamped_dataset
+from local2global.data.synthetic import _Object  # the VIS generator's moving objects
 from local2global.data.vipseg import register_vipseg_panoptic, register_vipseg_raw
 from local2global.data.vipseg_categories import RAW_CATEGORY_OFFSET, RAW_INSTANCE_DIVISOR, vipseg_metadata
 from local2global.data.vipseg_convert import convert_vipseg_to_720p
-from local2global.evaluation.results_io import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -329,11 +327,7 @@ def _write_raw_split(tmp_root: str, split_index: int, cfg: SyntheticVPSConfig) -
 
 def read_stamp(root: str) -> Optional[dict]:
     """The completion stamp of ``root`` (``None`` if the dataset there is missing or incomplete)."""
-    try:
-        with open(os.path.join(root, STAMP_NAME)) as f:
-            return json.load(f)
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
+    return stamped_dataset.read_stamp(root, STAMP_NAME)
 
 
 def is_complete(root: str) -> bool:
@@ -355,13 +349,8 @@ def make_synthetic_vps(root: str, overwrite: bool = False, **kwargs) -> dict:
     """
     cfg = SyntheticVPSConfig(**kwargs)
     cfg.validate()
-    root = os.path.abspath(os.fspath(root))
-    if os.path.exists(root) and not overwrite:
-        raise FileExistsError(f"synthetic VPS root {root!r} already exists (pass overwrite=True to replace it)")
-    parent = os.path.dirname(root)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(root)}.partial-", dir=parent)
-    try:
+
+    def write(tmp: str) -> dict:
         stats = {split: _write_raw_split(tmp, i, cfg) for i, split in enumerate(SPLITS)}
         written = convert_vipseg_to_720p(tmp, os.path.join(tmp, "VIPSeg_720P"), target_height=cfg.height,
                                          categories=SYNTHETIC_VPS_CATEGORIES)
@@ -370,13 +359,12 @@ def make_synthetic_vps(root: str, overwrite: bool = False, **kwargs) -> dict:
                 with open(os.path.join(tmp, "VIPSeg_720P", f"panoptic_gt_VIPSeg_{split}.json"), "w") as f:
                     json.dump({"videos": [], "annotations": [],
                                "categories": [dict(c, color=list(c["color"])) for c in SYNTHETIC_VPS_CATEGORIES]}, f)
-        stamp = {"generator_version": GENERATOR_VERSION, "config": asdict(cfg), "stats": stats}
-        atomic_write_bytes(os.path.join(tmp, STAMP_NAME), json.dumps(stamp, sort_keys=True, indent=1).encode())
-        os.chmod(tmp, 0o755)
-        _move_into_place(tmp, root, overwrite)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        return stats
+
+    stamp = stamped_dataset.build_stamped_dataset(root, write, stamp_name=STAMP_NAME, version=GENERATOR_VERSION,
+                                                  config=asdict(cfg), overwrite=overwrite,
+                                                  what="synthetic VPS dataset")
+    stats = stamp["stats"]
     logger.info("wrote synthetic VPS dataset to %s: %s", root, stats)
     return stamp
 
@@ -393,27 +381,9 @@ def ensure_synthetic_vps(root: str, **kwargs) -> str:
         ValueError: ``root`` holds a complete dataset made with different parameters.
         FileExistsError: ``root`` exists but is not a synthetic VPS dataset (it is never deleted).
     """
-    root = os.path.abspath(os.fspath(root))
-    wanted = asdict(SyntheticVPSConfig(**kwargs))
-    if not is_complete(root):
-        if os.path.isdir(root) and not os.listdir(root):
-            os.rmdir(root)
-        elif os.path.exists(root):
-            raise FileExistsError(f"{root!r} exists but holds no complete synthetic VPS dataset (no {STAMP_NAME}); "
-                                  "remove it or choose another root")
-        try:
-            make_synthetic_vps(root, **kwargs)
-            return root
-        except FileExistsError:
-            if not is_complete(root):  # someone else created something that is not a dataset
-                raise
-    have = (read_stamp(root) or {}).get("config", {})
-    defaults = {f.name: f.default for f in fields(SyntheticVPSConfig)}
-    diff = {k: (have.get(k, defaults[k]), v) for k, v in wanted.items() if k in kwargs and have.get(k, defaults[k]) != v}
-    if diff:
-        raise ValueError(f"synthetic VPS dataset at {root!r} was made with different parameters (existing, "
-                         f"requested): {diff}; remove it or choose another root")
-    return root
+    return stamped_dataset.ensure_stamped_dataset(root, kwargs, config_cls=SyntheticVPSConfig,
+                                                  make=make_synthetic_vps, is_complete=is_complete,
+                                                  stamp_name=STAMP_NAME, what="synthetic VPS dataset")
 
 
 # ----------------------------------------------------------------------------------------------------------
